@@ -1,0 +1,230 @@
+"""``recsys-batch``: a thin Click layer over the batch library.
+
+Library errors become one-line messages with exit status 1 (CronJobs retry on it);
+usage errors exit 2; anything unexpected prints a traceback and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from batch.download import DownloadError, download
+from batch.movielens import DataError
+from batch.params import RANKERS, TUNED_PATH, ParamError, load_params
+from batch.store import RunStore, StoreError, redis_errors
+from lookup_api.connection import connect, describe, redact_url
+from lookup_api.keys import DEFAULT_KEEP, DEFAULT_PREFIX, Keys
+
+log = logging.getLogger("batch")
+
+
+class Context:
+    """Options shared by every command (``ctx.obj``); the Redis client is opened lazily."""
+
+    def __init__(self, redis_url: str | None, prefix: str, data_dir: Path):
+        self.redis_url, self.prefix, self.data_dir = redis_url or None, prefix, data_dir
+        self._store: RunStore | None = None
+
+    def store(self) -> RunStore:
+        if self._store is None:
+            with redis_errors(self.redis_url):
+                client = connect(self.redis_url, data_dir=self.data_dir)
+                client.ping()
+            log.info("redis: %s", describe(client) if self.redis_url is None else redact_url(self.redis_url))
+            self._store = RunStore(client, Keys(self.prefix))
+        return self._store
+
+
+def _fail_cleanly(func):
+    """Turn library errors into ClickException (one line, exit 1)."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (DataError, DownloadError, StoreError, ParamError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--redis-url", envvar="REDIS_URL", default=None,
+              help="Redis server URL (redis://, rediss://, unix://). Unset: embedded server under "
+                   "DATA_DIR/redis. [env: REDIS_URL]")
+@click.option("--prefix", envvar="RECSYS_PREFIX", default=DEFAULT_PREFIX,
+              help="Key prefix in Redis. [env: RECSYS_PREFIX]")
+@click.option("--data-dir", envvar="RECSYS_DATA_DIR", default="data",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Directory with ratings.dat + movies.dat, or where ML-1M is downloaded to. "
+                   "[env: RECSYS_DATA_DIR]")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.pass_context
+def cli(ctx, redis_url, prefix, data_dir, verbose, quiet):
+    """Train the MovieLens recommender and publish every user's top-N to Redis.
+
+    \b
+    Example:
+      recsys-batch run                       # download ML-1M if needed, train, publish
+      REDIS_URL=redis://127.0.0.1:6379/0 recsys-batch status
+    """
+    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    ctx.obj = Context(redis_url, prefix, data_dir)
+
+
+@cli.command()
+@click.option("--top-n", type=click.IntRange(1, 1000), help="List length per user [default: 50].")
+@click.option("--candidates", type=click.IntRange(1, 5000), help="ALS candidates per user [default: 100].")
+@click.option("--content-candidates", type=click.IntRange(0, 5000),
+              help="TF-IDF genre candidates per user [default: 30].")
+@click.option("--ranker", type=click.Choice(RANKERS),
+              help="svd: SVD predicted rating (original design); blend: tuned blend.")
+@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help=f"Parameter file written by `tune` [default: {TUNED_PATH.name} "
+                                 "in the batch package, else built-in defaults].")
+@click.option("--als-factors", type=click.IntRange(1, 1024))
+@click.option("--als-regularization", type=click.FloatRange(0))
+@click.option("--als-iterations", type=click.IntRange(1, 500))
+@click.option("--als-alpha", type=click.FloatRange(0, min_open=True))
+@click.option("--als-weighting", type=click.Choice(["raw", "binary", "liked", "bm25"]))
+@click.option("--svd-factors", type=click.IntRange(1, 1024))
+@click.option("--svd-lr", type=click.FloatRange(0, min_open=True))
+@click.option("--svd-reg", type=click.FloatRange(0))
+@click.option("--svd-epochs", type=click.IntRange(1, 500))
+@click.option("--seed", type=int)
+@click.option("--keep", type=click.IntRange(1, 100), default=DEFAULT_KEEP,
+              help="Complete runs to keep in Redis (older ones are deleted).")
+@click.option("--dry-run", is_flag=True, help="Compute everything, write nothing to Redis.")
+@click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
+              help="Mirror of ml-1m.zip (checksums are still verified). [env: RECSYS_DATASET_URL]")
+@click.pass_obj
+@_fail_cleanly
+def run(obj: Context, params_file, keep, dry_run, dataset_url, **overrides):
+    """Train on all ratings, rank candidates for every user, publish atomically.
+
+    \b
+    Example:
+      recsys-batch run --top-n 50 --ranker blend
+      recsys-batch --data-dir ../shared/data/ml-1m run --dry-run
+    """
+    from batch.job import run_job
+
+    params = load_params(params_file).with_(**overrides)
+    store = None if dry_run else obj.store()
+    if store is None:
+        result = run_job(obj.data_dir, params, None, url=dataset_url)
+    else:
+        with redis_errors(obj.redis_url), store.lock():
+            result = run_job(obj.data_dir, params, store, keep=keep, url=dataset_url,
+                             progress=sys.stderr.isatty())
+    t = result.timings
+    verb = "computed (dry run)" if dry_run else "published"
+    click.echo(f"run {result.run_id} {verb}: {result.users} users, {result.items} movies, "
+               f"{result.ratings} ratings in {t.get('total', 0):.1f}s")
+    if not dry_run:
+        click.echo(f"redis: {describe(store.client)}; inspect: recsys-batch status")
+
+
+@cli.command("download")
+@click.option("--url", default=None, help="Mirror of ml-1m.zip (checksums are still verified).")
+@click.option("--force", is_flag=True, help="Download again even if the files are present.")
+@click.pass_obj
+@_fail_cleanly
+def download_cmd(obj: Context, url, force):
+    """Download MovieLens 1M into DATA_DIR/ml-1m and verify its checksums.
+
+    \b
+    Example:
+      recsys-batch --data-dir data download
+    """
+    target = download(obj.data_dir, url=url, force=force)
+    click.echo(f"ml-1m ready in {target}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+@_fail_cleanly
+def status(obj: Context, as_json):
+    """Show the live run, its metadata and the run history.
+
+    \b
+    Example:
+      recsys-batch status --json
+    """
+    store = obj.store()
+    with redis_errors(obj.redis_url):
+        live = store.current()
+        history = store.runs()
+        meta = store.meta(live) if live else {}
+    if as_json:
+        click.echo(json.dumps({"current": live, "meta": meta,
+                               "runs": [{"run_id": r, "created_ts": s} for r, s in history]}, indent=2))
+        return
+    if live is None:
+        click.echo("no live run: nothing has been published yet (run `recsys-batch run`)")
+        return
+    click.echo(f"live run: {live}")
+    for key in sorted(meta):
+        click.echo(f"  {key}: {meta[key]}")
+    click.echo("history (newest first):")
+    for run_id, _ in history:
+        click.echo(f"  {'*' if run_id == live else ' '} {run_id}")
+
+
+@cli.command()
+@click.argument("user_id", type=click.IntRange(1))
+@click.option("-n", type=click.IntRange(1), default=10, help="How many items.")
+@click.pass_obj
+@_fail_cleanly
+def show(obj: Context, user_id, n):
+    """Print what the API serves for USER_ID (the popular list for unknown users).
+
+    \b
+    Example:
+      recsys-batch show 42 -n 5
+    """
+    from lookup_api.service import Lookup, NoLiveRun
+
+    store = obj.store()
+    try:
+        with redis_errors(obj.redis_url):
+            result = Lookup(store.client, store.keys).recommendations(user_id, n)
+    except NoLiveRun as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"user {user_id}: {result.source} list from run {result.run_id}")
+    for rank, item in enumerate(result.items, start=1):
+        click.echo(f"{rank:3d}. {item['title']} [{'|'.join(item['genres'])}] "
+                   f"(movie {item['movie_id']}, score {item['score']:.3f})")
+
+
+@cli.command()
+@click.argument("run_id", required=False)
+@click.pass_obj
+@_fail_cleanly
+def rollback(obj: Context, run_id):
+    """Point the live run at RUN_ID (default: the previous complete run).
+
+    \b
+    Example:
+      recsys-batch rollback                  # one run back
+      recsys-batch rollback 20261126T020000Z-3f9a
+    """
+    store = obj.store()
+    with redis_errors(obj.redis_url):
+        target = store.rollback(run_id)
+    click.echo(f"current -> {target}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="recsys-batch")

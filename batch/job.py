@@ -1,0 +1,148 @@
+"""The nightly job end to end: locate data -> load -> train -> recommend -> publish.
+
+Composes the pure pipeline with the two edges (files, Redis).  Nothing is written to
+Redis until every list has been computed, so a bad file or a failed model publishes
+nothing and leaves the live run as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from batch import pipeline
+from batch.download import ML_1M, download, is_complete
+from batch.interactions import Interactions
+from batch.lists import encode_list, encode_lists, item_fragments
+from batch.movielens import MOVIES_FILE, RATINGS_FILE, load_dir
+from batch.params import Params
+from batch.store import PublishReport, RunStore
+from lookup_api.keys import new_run_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobResult:
+    run_id: str
+    users: int
+    items: int
+    ratings: int
+    timings: dict[str, float] = field(default_factory=dict)
+    published: PublishReport | None = None
+
+
+def resolve_data_dir(data_dir: Path | str, url: str | None = None) -> Path:
+    """Return a directory holding ``ratings.dat`` and ``movies.dat``, downloading ML-1M if needed.
+
+    ``data_dir`` itself is used as is when it holds the files; otherwise ``data_dir/ml-1m``
+    is used, and downloaded (verified) when missing.
+    """
+    data_dir = Path(data_dir)
+    if (data_dir / RATINGS_FILE).is_file() or (data_dir / MOVIES_FILE).is_file():
+        return data_dir
+    cached = data_dir / ML_1M.name
+    if is_complete(cached):
+        return cached
+    return download(data_dir, url=url)
+
+
+def dataset_checksum(directory: Path) -> str:
+    """Return the sha256 over ``movies.dat`` and ``ratings.dat`` (identifies the input)."""
+    digest = hashlib.sha256()
+    for name in (MOVIES_FILE, RATINGS_FILE):
+        with (directory / name).open("rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def code_version() -> str:
+    """Return the package version plus the git commit when known (``RECSYS_CODE_VERSION`` wins)."""
+    if os.environ.get("RECSYS_CODE_VERSION"):
+        return os.environ["RECSYS_CODE_VERSION"]
+    try:
+        pkg = version("recsys")
+    except PackageNotFoundError:
+        pkg = "unknown"
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        return f"{pkg}+g{sha}"
+    except (OSError, subprocess.SubprocessError):
+        return pkg
+
+
+def run_job(
+    data_dir: Path | str,
+    params: Params,
+    store: RunStore | None,
+    *,
+    keep: int = 2,
+    url: str | None = None,
+    progress: bool = False,
+) -> JobResult:
+    """Train on every rating, rank for every user, and publish (``store=None``: dry run)."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    directory = resolve_data_dir(data_dir, url)
+    ratings, movies = load_dir(directory)
+    data = Interactions.from_ratings(ratings)
+    timings["load"] = time.perf_counter() - started
+    log.info("load: %s users x %s items, %s ratings, %.2fs",
+             data.n_users, data.n_items, data.nnz, timings["load"])
+
+    models = pipeline.train(data, movies, params)
+    recs = pipeline.recommend(models, data, params)
+    timings.update(models.timings)
+
+    stage = time.perf_counter()
+    fragments = item_fragments(data.item_ids, movies)
+    pop_ids, pop_scores = pipeline.popular(models, params.top_n)
+    popular = encode_list(fragments, pop_ids, pop_scores)
+    lists = encode_lists(data.user_ids, recs.items, recs.scores, fragments)
+    run_id = new_run_id()
+    result = JobResult(run_id, data.n_users, data.n_items, data.nnz, timings)
+    if store is None:
+        n = sum(1 for _ in lists)
+        timings["serialise"] = time.perf_counter() - stage
+        log.info("dry run: %s lists computed, nothing written", n)
+    else:
+        if progress:
+            from tqdm import tqdm
+
+            lists = tqdm(lists, total=data.n_users, desc="publish", unit="user")
+        now = datetime.now(UTC)
+        meta = {
+            "created_at": now.isoformat(timespec="seconds"),
+            "created_ts": f"{now.timestamp():.3f}",
+            "dataset": str(directory.name),
+            "dataset_sha256": dataset_checksum(directory),
+            "n_users": str(data.n_users),
+            "n_items": str(data.n_items),
+            "n_ratings": str(data.nnz),
+            "top_n": str(params.top_n),
+            "ranker": params.ranker,
+            "params": params.to_dict(),
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "code_version": code_version(),
+            "empty_lists": str(int((recs.items[:, 0] < 0).sum())),
+        }
+        result.published = store.publish(run_id, lists, popular, meta, keep=keep)
+        timings["publish"] = time.perf_counter() - stage
+    timings["total"] = time.perf_counter() - started
+    log.info("stage timings: %s", ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
+    if np.any(recs.items[:, 0] < 0):
+        log.warning("%s users have an empty list", int((recs.items[:, 0] < 0).sum()))
+    return result

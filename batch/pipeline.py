@@ -1,0 +1,158 @@
+"""The two-stage pipeline, pure: train models, gather candidates, rank, keep top-N.
+
+Arrays in, arrays out, over all users at once (chunked matrix operations, no per-user
+Python loop).  Indices are the row/column positions of an :class:`Interactions`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from batch.interactions import Interactions
+from batch.models.als import ALSModel, train_als
+from batch.models.content import ContentModel, train_content
+from batch.models.popularity import item_stats, popularity_scores, top_popular
+from batch.models.svd import SVDModel, train_svd
+from batch.models.topn import top_n
+from batch.movielens import Movies
+from batch.params import Params
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Models:
+    """Everything ``train`` fits, aligned with one :class:`Interactions`."""
+
+    als: ALSModel
+    content: ContentModel
+    svd: SVDModel
+    counts: np.ndarray  # (n_items,) rating counts in the fitted data
+    popularity: np.ndarray  # (n_items,) popular-list score
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class Recommendations:
+    """Ranked lists: ``items`` and ``scores`` are (n_users, top_n) column indices, -1 padded."""
+
+    users: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray
+
+
+def item_genres(data: Interactions, movies: Movies) -> list[list[str]]:
+    """Return the genre list of each column of ``data`` (empty for unknown movies)."""
+    lookup = movies.lookup()
+    return [lookup.get(int(m), ("", []))[1] for m in data.item_ids]
+
+
+def train(data: Interactions, movies: Movies, params: Params) -> Models:
+    """Fit ALS, TF-IDF content, SVD and popularity on ``data``."""
+    timings = {}
+    started = time.perf_counter()
+    als = train_als(
+        data.matrix,
+        factors=params.als_factors,
+        regularization=params.als_regularization,
+        iterations=params.als_iterations,
+        alpha=params.als_alpha,
+        weighting=params.als_weighting,
+        seed=params.seed,
+    )
+    timings["train_als"] = time.perf_counter() - started
+    started = time.perf_counter()
+    counts, _ = item_stats(data.matrix)
+    content = train_content(item_genres(data, movies), counts)
+    popular = popularity_scores(data.matrix, params.popularity_rule, params.popularity_min_count)
+    timings["train_content"] = time.perf_counter() - started
+    started = time.perf_counter()
+    svd, _ = train_svd(
+        data.matrix,
+        data.user_ids,
+        data.item_ids,
+        factors=params.svd_factors,
+        lr=params.svd_lr,
+        reg=params.svd_reg,
+        epochs=params.svd_epochs,
+        seed=params.seed,
+    )
+    timings["train_svd"] = time.perf_counter() - started
+    return Models(als, content, svd, counts, popular, timings)
+
+
+def candidates(models: Models, data: Interactions, users: np.ndarray, params: Params) -> np.ndarray:
+    """Return (len(users), candidates + content_candidates) unseen candidate ids, -1 padded.
+
+    The union of the ALS top ``candidates`` and the ``content_candidates`` items most
+    similar (TF-IDF genres) to the user's movies rated >= ``like_threshold``.
+    """
+    users = np.asarray(users)
+    als_ids, _ = models.als.recommend(users, data.matrix, params.candidates)
+    if params.content_candidates == 0:
+        return als_ids
+    content_ids, _ = models.content.recommend(
+        data.liked(params.like_threshold), data.matrix, users, params.content_candidates
+    )
+    both = np.sort(np.concatenate([als_ids, content_ids], axis=1), axis=1)
+    duplicate = np.zeros_like(both, dtype=bool)
+    duplicate[:, 1:] = both[:, 1:] == both[:, :-1]
+    both[duplicate] = -1
+    return both
+
+
+def score_candidates(models: Models, users: np.ndarray, cands: np.ndarray, params: Params) -> np.ndarray:
+    """Score candidate ids (n_users, k) with the configured ranker; -1 ids get -inf.
+
+    ``svd``: SVD's predicted rating.  ``blend``: blend_svd * rating + blend_als * ALS score
+    + blend_pop * log1p(rating count).
+    """
+    scores = models.svd.score(users, cands)
+    if params.ranker == "blend":
+        scores = params.blend_svd * scores
+        if params.blend_als:
+            scores = scores + params.blend_als * models.als.score(users, cands)
+        if params.blend_pop:
+            scores = scores + params.blend_pop * np.log1p(models.counts[np.maximum(cands, 0)])
+    return np.where(cands >= 0, scores, -np.inf)
+
+
+def rank(models: Models, users: np.ndarray, cands: np.ndarray, params: Params,
+         chunk: int = 1024) -> Recommendations:
+    """Score the candidates and keep each user's top ``top_n``, best first."""
+    users = np.asarray(users)
+    n = min(params.top_n, cands.shape[1])
+    items = np.full((len(users), n), -1, dtype=np.int64)
+    scores = np.full((len(users), n), -np.inf, dtype=np.float32)
+    for start in range(0, len(users), chunk):
+        sl = slice(start, start + chunk)
+        top, scores[sl] = top_n(score_candidates(models, users[sl], cands[sl], params), n)
+        items[sl] = np.where(top >= 0, np.take_along_axis(cands[sl], np.maximum(top, 0), axis=1), -1)
+    return Recommendations(users, items, scores)
+
+
+def recommend(models: Models, data: Interactions, params: Params,
+              users: np.ndarray | None = None) -> Recommendations:
+    """Run both stages for ``users`` (default: every user in ``data``)."""
+    users = np.arange(data.n_users) if users is None else np.asarray(users)
+    started = time.perf_counter()
+    cands = candidates(models, data, users, params)
+    mid = time.perf_counter()
+    recs = rank(models, users, cands, params)
+    models.timings["candidates"] = mid - started
+    models.timings["rank"] = time.perf_counter() - mid
+    log.info(
+        "ranked %s users: %.1f candidates/user on average, candidates %.2fs, ranking %.2fs",
+        len(users), float((cands >= 0).sum(axis=1).mean()) if len(users) else 0.0,
+        mid - started, time.perf_counter() - mid,
+    )
+    return recs
+
+
+def popular(models: Models, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the popular list: (item indices, scores), best first."""
+    return top_popular(models.popularity, n)

