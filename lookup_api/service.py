@@ -2,10 +2,11 @@
 
 ``Lookup.recommendations(user_id, n)`` decides *what* to serve; the HTTP layer only
 validates and serialises.  Run contents are immutable once ``current`` points at them,
-so a run's metadata and popular list are cached in-process per run id; the live run id
-itself is cached for ``pointer_ttl`` seconds.  If the cached run has been retired
-between two reads, the lookup re-reads ``current`` and retries: a response never
-mixes two runs.
+so a run's metadata, popular list and the user lists already read are cached in-process
+for the live run (bounded by ``cache_size`` entries); the live run id itself is cached for
+``pointer_ttl`` seconds, so a response can lag a flip by at most that long.  If the
+cached run has been retired between two reads, the lookup re-reads ``current`` and
+retries: a response never mixes two runs.
 """
 
 from __future__ import annotations
@@ -50,6 +51,28 @@ class _Run:
     generated_at: str | None
     top_n: int
     popular: list[dict] = field(default_factory=list)
+    users: frozenset[int] | None = None  # ids with a list; None: unknown, ask Redis
+
+
+_ITEM_START = b',{"movie_id":'
+
+
+def first_items(raw: bytes, n: int) -> list[dict]:
+    """Parse only the first ``n`` items of a stored list.
+
+    Stored lists are compact JSON with ``movie_id`` as each item's first key, so the byte
+    sequence ``,{"movie_id":`` starts every item after the first and cannot occur inside a
+    string (where every quote is escaped): cutting there is safe and skips parsing the rest.
+    """
+    cut, pos = len(raw) - 1, 0
+    for _ in range(n):
+        pos = raw.find(_ITEM_START, pos + 1)
+        if pos < 0:
+            break
+        cut = pos
+    else:
+        return json.loads(raw[:cut] + b"]")
+    return json.loads(raw)
 
 
 def _text(value) -> str | None:
@@ -59,11 +82,15 @@ def _text(value) -> str | None:
 class Lookup:
     """Serve lists for one key prefix from an injected Redis client."""
 
-    def __init__(self, client: redis.Redis, keys: Keys | None = None, pointer_ttl: float = 1.0):
+    def __init__(self, client: redis.Redis, keys: Keys | None = None, pointer_ttl: float = 1.0,
+                 cache_size: int = 20_000):
         self.client, self.keys, self.pointer_ttl = client, keys or Keys(), pointer_ttl
+        self.cache_size = cache_size
         self._pointer: tuple[str, float] | None = None  # (run id, read at)
         self._runs: dict[str, _Run] = {}
         self._last_good: _Run | None = None
+        self._lists: dict[int, list[dict] | None] = {}  # the live run's lists (immutable), bounded
+        self._lists_run: str | None = None
 
     def _current(self, refresh: bool = False) -> _Run:
         now = time.monotonic()
@@ -82,10 +109,12 @@ class Lookup:
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(self.keys.meta(run_id), ["created_at", "top_n"])
         pipe.get(self.keys.popular(run_id))
-        (created, top_n), popular = pipe.execute()
+        pipe.get(self.keys.users(run_id))
+        (created, top_n), popular, users = pipe.execute()
         if popular is None:
             raise KeyError(run_id)  # retired under us
-        run = _Run(run_id, _text(created), int(top_n or 0), json.loads(popular))
+        run = _Run(run_id, _text(created), int(top_n or 0), json.loads(popular),
+                   None if users is None else frozenset(json.loads(users)))
         if not run.top_n:
             run.top_n = len(run.popular)
         self._runs = {run_id: run}  # keep only the live run's cache
@@ -126,14 +155,28 @@ class Lookup:
         """Return the user's list, or the popular list when the run has none for them."""
 
         def read(run: _Run) -> Result:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(self.keys.user(run.run_id, user_id))
-            pipe.exists(self.keys.popular(run.run_id))
-            raw, alive = pipe.execute()
-            if not alive:
-                raise KeyError(run.run_id)  # the run was retired: retry on the new one
-            if raw is not None:
-                return Result(user_id, PERSONALIZED, run.run_id, run.generated_at, json.loads(raw)[:n])
+            if self._lists_run != run.run_id:
+                self._lists, self._lists_run = {}, run.run_id
+            if user_id in self._lists:
+                items = self._lists[user_id]
+            elif run.users is not None and user_id not in run.users:
+                items = None  # unknown user: no round trip at all
+            else:
+                raw = self.client.get(self.keys.user(run.run_id, user_id))  # one round trip
+                if raw is None and not self.client.exists(self.keys.popular(run.run_id)):
+                    raise KeyError(run.run_id)  # the run was retired: retry on the new one
+                if raw is None:
+                    items = None
+                elif self.cache_size:
+                    items = json.loads(raw)  # whole list: later requests may ask for more
+                else:
+                    items = first_items(raw, n)
+                if self.cache_size:
+                    if len(self._lists) >= self.cache_size:
+                        self._lists.clear()
+                    self._lists[user_id] = items
+            if items is not None:
+                return Result(user_id, PERSONALIZED, run.run_id, run.generated_at, items[:n])
             return Result(user_id, POPULAR, run.run_id, run.generated_at, run.popular[:n])
 
         result = self._with_run(read)

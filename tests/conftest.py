@@ -132,3 +132,23 @@ def redis_process(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+SMALL_PARAMS = dict(top_n=20, candidates=30, content_candidates=10, als_factors=8, svd_factors=8,
+                    popularity_min_count=5)
+
+
+@pytest.fixture
+def publish_small(client, prefix, small_dir):
+    """Publish the small dataset with the real batch code; returns a function giving the run id."""
+    from batch.job import run_job
+    from batch.params import Params
+    from batch.store import RunStore
+    from lookup_api.keys import Keys
+
+    def publish(keep: int = 2, store_client=None, **overrides) -> str:
+        store = RunStore(store_client or client, Keys(prefix))
+        params = Params(**{**SMALL_PARAMS, **overrides})
+        return run_job(small_dir, params, store, keep=keep).run_id
+
+    return publish

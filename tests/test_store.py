@@ -33,7 +33,8 @@ def test_publish_writes_everything_then_flips(store, client):
     assert report.users == 3 and store.current() == "20260101T000000Z-aaaa"
     assert store.user_list("20260101T000000Z-aaaa", 2)[0]["movie_id"] == 2
     assert store.meta("20260101T000000Z-aaaa")["status"] == "complete"
-    assert len(run_keys(client, store.keys, "20260101T000000Z-aaaa")) == 3 + 1 + 1  # users, popular, meta
+    assert len(run_keys(client, store.keys, "20260101T000000Z-aaaa")) == 3 + 3  # lists, popular, users, meta
+    assert client.get(store.keys.users("20260101T000000Z-aaaa")) == b"[1,2,3]"
     assert client.zcard(store.keys.pending) == 0
 
 

@@ -1,0 +1,74 @@
+"""Flask application factory: configuration, the injected Redis client, JSON errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from lookup_api.connection import connect, redact_url
+from lookup_api.keys import DEFAULT_PREFIX, Keys
+from lookup_api.service import Lookup
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "REDIS_URL": None,  # unset: embedded redis-server under DATA_DIR/redis (quickstart)
+    "PREFIX": DEFAULT_PREFIX,
+    "DATA_DIR": "data",
+    "REDIS_SOCKET_TIMEOUT": 1.0,  # seconds per Redis call: no request waits longer on Redis
+    "REDIS_CONNECT_TIMEOUT": 0.5,
+    "POINTER_TTL": 1.0,  # seconds the live run id is cached in-process
+    "LIST_CACHE_SIZE": 20_000,  # user lists of the live run cached per process (0: off)
+    "MAX_USER_ID": 2**31 - 1,
+    "JSON_SORT_KEYS": False,
+}
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Create the app: defaults, then ``RECSYS_*`` env (and ``REDIS_URL``), then ``config``.
+
+    ``config`` may carry ``REDIS_CLIENT`` (an existing redis client) to inject.
+    """
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env("RECSYS")
+    if os.environ.get("REDIS_URL"):
+        app.config["REDIS_URL"] = os.environ["REDIS_URL"]
+    if config:
+        app.config.update(config)
+    app.json.sort_keys = False
+    app.json.compact = True
+    app.url_map.merge_slashes = False  # '//' is a 404 JSON, not an HTML redirect
+
+    client = app.config.get("REDIS_CLIENT") or connect(
+        app.config["REDIS_URL"],
+        data_dir=app.config["DATA_DIR"],
+        socket_timeout=float(app.config["REDIS_SOCKET_TIMEOUT"]),
+        connect_timeout=float(app.config["REDIS_CONNECT_TIMEOUT"]),
+        retries=1,
+    )
+    app.extensions["lookup"] = Lookup(
+        client,
+        Keys(app.config["PREFIX"]),
+        pointer_ttl=float(app.config["POINTER_TTL"]),
+        cache_size=int(app.config["LIST_CACHE_SIZE"]),
+    )
+    log.info("lookup API on Redis %s, prefix %s", redact_url(app.config["REDIS_URL"]), app.config["PREFIX"])
+
+    from lookup_api.views import bp
+
+    app.register_blueprint(bp)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return jsonify(error=exc.description, status=exc.code), exc.code
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return jsonify(error="internal error", status=500), 500
+
+    return app

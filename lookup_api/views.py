@@ -1,0 +1,112 @@
+"""HTTP routes: validate input, ask :class:`~lookup_api.service.Lookup`, serialise JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import redis
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from lookup_api.service import Lookup, NoLiveRun, Result, StoreUnavailable
+
+bp = Blueprint("lookup", __name__)
+
+OPENAPI = Path(__file__).with_name("openapi.json")
+DEFAULT_N = 10
+
+
+class BadRequest(Exception):
+    """Invalid path or query input (answered with 400)."""
+
+
+def _lookup() -> Lookup:
+    return current_app.extensions["lookup"]
+
+
+def _parse_user_id(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit():
+        raise BadRequest(f"user_id must be a positive integer, got {raw[:40]!r}")
+    value = int(raw)
+    if not 1 <= value <= current_app.config["MAX_USER_ID"]:
+        raise BadRequest(f"user_id must be between 1 and {current_app.config['MAX_USER_ID']}")
+    return value
+
+
+def _parse_n(max_n: int) -> int:
+    raw = request.args.get("n")
+    if raw is None:
+        return min(DEFAULT_N, max_n)
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= max_n:
+        raise BadRequest(f"n must be an integer from 1 to {max_n}, got {raw[:40]!r}")
+    return int(raw)
+
+
+def _respond(result: Result) -> Response:
+    body = {
+        "user_id": result.user_id,
+        "source": result.source,
+        "run_id": result.run_id,
+        "generated_at": result.generated_at,
+        "items": result.items,
+    }
+    if result.user_id is None:
+        del body["user_id"]
+    if result.stale:
+        body["stale"] = True
+    return Response(json.dumps(body, separators=(",", ":"), ensure_ascii=False), mimetype="application/json")
+
+
+def _error(status: int, message: str) -> tuple[Response, int]:
+    return jsonify(error=message, status=status), status
+
+
+@bp.errorhandler(BadRequest)
+def bad_request(exc: BadRequest):
+    return _error(400, str(exc))
+
+
+@bp.errorhandler(NoLiveRun)
+def no_live_run(exc: NoLiveRun):
+    return _error(503, f"not ready: {exc}")
+
+
+@bp.errorhandler(StoreUnavailable)
+@bp.errorhandler(redis.RedisError)
+def store_unavailable(exc: Exception):
+    return _error(503, "recommendation store unavailable; retry shortly")
+
+
+@bp.get("/recommendations/<user_id>")
+def recommendations(user_id: str):
+    """Return the user's list (popular list for unknown users)."""
+    uid = _parse_user_id(user_id)
+    lookup = _lookup()
+    n = _parse_n(lookup.max_n())
+    return _respond(lookup.recommendations(uid, n))
+
+
+@bp.get("/popular")
+def popular():
+    """Return the popular list."""
+    lookup = _lookup()
+    return _respond(lookup.popular(_parse_n(lookup.max_n())))
+
+
+@bp.get("/healthz")
+def healthz():
+    """Liveness: the process answers (no Redis call)."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    """Readiness: Redis answers and a live run exists."""
+    ready, reason = _lookup().ready()
+    return jsonify(status="ready" if ready else "not ready", reason=reason), 200 if ready else 503
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """Serve the OpenAPI description."""
+    return Response(OPENAPI.read_bytes(), mimetype="application/json")

@@ -1,0 +1,136 @@
+"""Load-test harness: gunicorn on loopback + wrk (Debian package ``wrk``), bounded in time.
+
+``python -m tests.loadtest`` measures ``/recommendations/<random id>`` against a bare Flask
+endpoint returning constant JSON, same gunicorn settings, in one run, and prints both.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Random user ids: 1..max_known are published, the rest are unknown (popular fallback).
+WRK_SCRIPT = """
+math.randomseed(%(seed)d)
+local counter = 0
+request = function()
+  counter = counter + 1
+  local uid
+  if math.random() < %(known)f then uid = math.random(1, %(max_known)d)
+  else uid = math.random(%(max_known)d + 1, 2000000000) end
+  return wrk.format("GET", "%(path)s" .. uid .. "?n=" .. math.random(1, 10))
+end
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def gunicorn(app: str, env: dict[str, str], workers: int = 2, threads: int = 1):
+    """Run ``gunicorn app`` on a free loopback port; yield its base URL; stop it afterwards."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads),
+           "-b", f"127.0.0.1:{port}", "--log-level", "warning", app]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("gunicorn did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def wrk(url: str, seconds: int, connections: int, path: str | None = None, max_known: int = 300,
+        known: float = 0.8, seed: int = 42) -> dict:
+    """Run wrk against ``url`` (random user ids when ``path`` is set); return parsed figures."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (Debian package 'wrk')")
+    cmd = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency", "--timeout", "5s"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        if path:
+            fh.write(WRK_SCRIPT % {"seed": seed, "known": known, "max_known": max_known, "path": path})
+        script = fh.name
+    try:
+        out = subprocess.run([*cmd, "-s", script, url], capture_output=True, text=True,
+                             timeout=seconds + 60, check=True).stdout
+    finally:
+        os.unlink(script)
+    return parse_wrk(out)
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(out: str) -> dict:
+    """Extract requests, req/s, p50/p99 latency (ms), non-2xx and socket errors from wrk output."""
+    pct = {p: _ms(v, u) for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": pct.get("50"),
+        "p99_ms": pct.get("99"),
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": sum(map(int, socket.groups())) if socket else 0,
+        "raw": out,
+    }
+
+
+def main() -> None:  # pragma: no cover - a benchmark, run by hand
+    """Publish ML-1M (or small data), then compare the API with a bare endpoint."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    env = {"REDIS_URL": args.redis_url, "RECSYS_PREFIX": "recsys-bench"}
+    results = {"api": [], "bare": []}
+    for _ in range(args.rounds):
+        for name, app, path in (("bare", "tests.bare_app:create_app()", None),
+                                ("api", "lookup_api:create_app()", "/recommendations/")):
+            with gunicorn(app, env) as url:
+                results[name].append(wrk(url + ("/constant" if path is None else ""), args.seconds,
+                                         args.connections, path=path, max_known=6040))
+    for name, runs in results.items():
+        for r in runs:
+            print(f"{name}: {r['requests']} requests, {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
+                  f"p99 {r['p99_ms']:.2f} ms, non-2xx {r['non_2xx']}, socket errors {r['socket_errors']}")
+    import statistics
+
+    api = statistics.median(r["rps"] for r in results["api"])
+    bare = statistics.median(r["rps"] for r in results["bare"])
+    print(f"median req/s: api {api:.0f}, bare {bare:.0f}, ratio {api / bare:.2f}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
