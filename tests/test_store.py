@@ -90,13 +90,17 @@ def test_lock_is_exclusive_and_expires(store, client):
             store.lock():
         pass
     assert client.get(store.keys.lock) is None  # released
-    with store.lock(ttl=1):
-        client.pexpire(store.keys.lock, 1)  # simulate a crashed holder whose lock runs out
-        import time
+    import time
 
-        time.sleep(0.05)
-        with store.lock():
+    with store.lock(ttl=1.5):
+        time.sleep(2.0)  # the heartbeat keeps renewing it past its TTL
+        assert client.pttl(store.keys.lock) > 0
+        with pytest.raises(LockedError), store.lock():
             pass
+    client.set(store.keys.lock, "crashed", px=50)  # a crashed holder: nobody renews
+    time.sleep(0.1)
+    with store.lock():
+        pass
 
 
 def test_popular_and_user_lists_round_trip(store):
