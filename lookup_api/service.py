@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from lookup_api.connection import UNAVAILABLE
 from lookup_api.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class Lookup:
                     log.info("run retired between reads; re-reading %s", self.keys.current)
                     self._runs.clear()
             raise StoreUnavailable("the live run keeps disappearing")
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except UNAVAILABLE as exc:
             if self._last_good is None:
                 raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
             log.warning("Redis unavailable (%s); serving last known popular list", type(exc).__name__)
@@ -196,5 +197,5 @@ class Lookup:
             return False, str(exc)
         except KeyError as exc:
             return False, f"live run {exc.args[0]} has no popular list"
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except UNAVAILABLE as exc:
             return False, f"Redis unavailable: {type(exc).__name__}"

@@ -73,6 +73,7 @@ def no_live_run(exc: NoLiveRun):
 
 @bp.errorhandler(StoreUnavailable)
 @bp.errorhandler(redis.RedisError)
+@bp.errorhandler(redis.exceptions.RedisClusterException)
 def store_unavailable(exc: Exception):
     return _error(503, "recommendation store unavailable; retry shortly")
 
