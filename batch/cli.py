@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from batch.download import DownloadError, download
+from batch.download import RELEASES, DownloadError, download
 from batch.movielens import DataError
 from batch.params import RANKERS, TUNED_PATH, ParamError, load_params
 from batch.store import RunStore, StoreError, redis_errors
@@ -26,8 +26,9 @@ log = logging.getLogger("batch")
 class Context:
     """Options shared by every command (``ctx.obj``); the Redis client is opened lazily."""
 
-    def __init__(self, redis_url: str | None, prefix: str, data_dir: Path):
+    def __init__(self, redis_url: str | None, prefix: str, data_dir: Path, dataset: str = "ml-1m"):
         self.redis_url, self.prefix, self.data_dir = redis_url or None, prefix, data_dir
+        self.release = RELEASES[dataset]
         self._store: RunStore | None = None
 
     def store(self) -> RunStore:
@@ -64,10 +65,13 @@ def _fail_cleanly(func):
               type=click.Path(file_okay=False, path_type=Path),
               help="Directory with ratings.dat + movies.dat, or where ML-1M is downloaded to. "
                    "[env: RECSYS_DATA_DIR]")
+@click.option("--dataset", envvar="RECSYS_DATASET", default="ml-1m", type=click.Choice(list(RELEASES)),
+              help="MovieLens release to download/read (.dat for 1m/10m, CSV for 20m/25m/latest-small). "
+                   "[env: RECSYS_DATASET]")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.pass_context
-def cli(ctx, redis_url, prefix, data_dir, verbose, quiet):
+def cli(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet):
     """Train the MovieLens recommender and publish every user's top-N to Redis.
 
     \b
@@ -78,7 +82,7 @@ def cli(ctx, redis_url, prefix, data_dir, verbose, quiet):
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    ctx.obj = Context(redis_url, prefix, data_dir)
+    ctx.obj = Context(redis_url, prefix, data_dir, dataset)
 
 
 @cli.command()
@@ -107,7 +111,7 @@ def cli(ctx, redis_url, prefix, data_dir, verbose, quiet):
 @click.option("--lock-ttl", type=click.FloatRange(1), default=60.0,
               help="Seconds a crashed run's lock outlives its last heartbeat.")
 @click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
-              help="Mirror of ml-1m.zip (checksums are still verified). [env: RECSYS_DATASET_URL]")
+              help="Mirror of the release's zip (checksums are still verified). [env: RECSYS_DATASET_URL]")
 @click.pass_obj
 @_fail_cleanly
 def run(obj: Context, params_file, keep, dry_run, lock_ttl, dataset_url, **overrides):
@@ -123,11 +127,11 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, dataset_url, **overr
     params = load_params(params_file).with_(**overrides)
     store = None if dry_run else obj.store()
     if store is None:
-        result = run_job(obj.data_dir, params, None, url=dataset_url)
+        result = run_job(obj.data_dir, params, None, url=dataset_url, release=obj.release)
     else:
         with redis_errors(obj.redis_url), store.lock(ttl=lock_ttl):
             result = run_job(obj.data_dir, params, store, keep=keep, url=dataset_url,
-                             progress=sys.stderr.isatty())
+                             progress=sys.stderr.isatty(), release=obj.release)
     t = result.timings
     verb = "computed (dry run)" if dry_run else "published"
     click.echo(f"run {result.run_id} {verb}: {result.users} users, {result.items} movies, "
@@ -137,19 +141,20 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, dataset_url, **overr
 
 
 @cli.command("download")
-@click.option("--url", default=None, help="Mirror of ml-1m.zip (checksums are still verified).")
+@click.option("--url", default=None, help="Mirror of the release's zip (checksums are still verified).")
 @click.option("--force", is_flag=True, help="Download again even if the files are present.")
 @click.pass_obj
 @_fail_cleanly
 def download_cmd(obj: Context, url, force):
-    """Download MovieLens 1M into DATA_DIR/ml-1m and verify its checksums.
+    """Download the MovieLens release into DATA_DIR/<release> and verify its checksums.
 
     \b
     Example:
       recsys-batch --data-dir data download
+      recsys-batch --dataset ml-20m download
     """
-    target = download(obj.data_dir, url=url, force=force)
-    click.echo(f"ml-1m ready in {target}")
+    target = download(obj.data_dir, obj.release, url=url, force=force)
+    click.echo(f"{obj.release.name} ready in {target}")
 
 
 @cli.command()

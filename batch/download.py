@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -18,28 +19,52 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from batch.movielens import ML_1M_FORMAT, Format
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Release:
-    """A published MovieLens archive and what it must contain."""
+    """A published MovieLens archive, what it must contain, and how its files are stored.
+
+    ``md5`` may be None for the ``latest`` releases, which GroupLens regenerates: their
+    checksum is then read from the ``.md5`` file published beside the archive.
+    """
 
     name: str
     url: str
-    md5: str
-    sha256: str
+    md5: str | None
+    sha256: str | None
     files: tuple[str, ...]
+    fmt: Format = ML_1M_FORMAT
 
 
+BASE_URL = "https://files.grouplens.org/datasets/movielens"
+CSV = Format(kind="csv", encoding="utf-8", half_stars=True)
 ML_1M = Release(
     name="ml-1m",
-    url="https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+    url=f"{BASE_URL}/ml-1m.zip",
     md5="c4d9eecfca2ab87c1945afe126590906",
     sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
     files=("ratings.dat", "movies.dat", "users.dat"),
 )
-RELEASES = {ML_1M.name: ML_1M}
+RELEASES = {
+    r.name: r
+    for r in (
+        ML_1M,
+        Release("ml-10m", f"{BASE_URL}/ml-10m.zip", "ce571fd55effeba0271552578f2648bd", None,
+                ("ratings.dat", "movies.dat"), Format(kind="dat", encoding="utf-8", half_stars=True)),
+        Release("ml-20m", f"{BASE_URL}/ml-20m.zip", "cd245b17a1ae2cc31bb14903e1204af3",
+                "96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3",
+                ("ratings.csv", "movies.csv"), CSV),
+        Release("ml-25m", f"{BASE_URL}/ml-25m.zip", "6b51fb2759a8657d3bfcbfc42b592ada",
+                "8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa",
+                ("ratings.csv", "movies.csv"), CSV),
+        Release("ml-latest-small", f"{BASE_URL}/ml-latest-small.zip", None, None,
+                ("ratings.csv", "movies.csv"), CSV),
+    )
+}
 
 
 class DownloadError(Exception):
@@ -48,7 +73,7 @@ class DownloadError(Exception):
 
 def is_complete(directory: Path, release: Release = ML_1M) -> bool:
     """Return True when ``directory`` holds every file the release needs."""
-    return all((directory / f).is_file() for f in release.files if f != "users.dat")
+    return all((directory / f).is_file() for f in (release.fmt.ratings_file, release.fmt.movies_file))
 
 
 def _fetch(url: str, dest: Path, timeout: float) -> tuple[str, str]:
@@ -72,6 +97,15 @@ def _fetch(url: str, dest: Path, timeout: float) -> tuple[str, str]:
     return md5.hexdigest(), sha.hexdigest()
 
 
+def _published_md5(url: str, dest: Path, timeout: float) -> str:
+    """Read the md5 GroupLens publishes beside an archive (``<url>.md5``)."""
+    _fetch(url + ".md5", dest, timeout)
+    match = re.search(r"\b[0-9a-f]{32}\b", dest.read_text(errors="replace").lower())
+    if not match:
+        raise DownloadError(f"{url}.md5 holds no md5 checksum")
+    return match.group(0)
+
+
 def download(
     data_dir: Path | str,
     release: Release = ML_1M,
@@ -92,10 +126,11 @@ def download(
         archive = Path(tmp) / "archive.zip"
         log.info("downloading %s", url)
         md5, sha = _fetch(url, archive, timeout)
-        if md5 != release.md5 or sha != release.sha256:
+        want_md5 = release.md5 or _published_md5(url, Path(tmp) / "archive.md5", timeout)
+        if md5 != want_md5 or (release.sha256 and sha != release.sha256):
             raise DownloadError(
-                f"checksum mismatch for {url}: md5 {md5} (expected {release.md5}), "
-                f"sha256 {sha} (expected {release.sha256}); nothing was written"
+                f"checksum mismatch for {url}: md5 {md5} (expected {want_md5}), "
+                f"sha256 {sha} (expected {release.sha256 or 'not pinned'}); nothing was written"
             )
         staging = Path(tmp) / "extract"
         _extract(archive, staging, release)

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from batch import pipeline
-from batch.download import ML_1M, download, is_complete
+from batch.download import ML_1M, Release, download, is_complete
 from batch.interactions import Interactions
 from batch.lists import encode_list, encode_lists, item_fragments
-from batch.movielens import MOVIES_FILE, RATINGS_FILE, load_dir
+from batch.movielens import load_dir
 from batch.params import Params
 from batch.store import PublishReport, RunStore
 from lookup_api.keys import new_run_id
@@ -41,25 +41,26 @@ class JobResult:
     published: PublishReport | None = None
 
 
-def resolve_data_dir(data_dir: Path | str, url: str | None = None) -> Path:
-    """Return a directory holding ``ratings.dat`` and ``movies.dat``, downloading ML-1M if needed.
+def resolve_data_dir(data_dir: Path | str, url: str | None = None, release: Release = ML_1M) -> Path:
+    """Return a directory holding the release's ratings and movies files, downloading if needed.
 
-    ``data_dir`` itself is used as is when it holds the files; otherwise ``data_dir/ml-1m``
-    is used, and downloaded (verified) when missing.
+    ``data_dir`` itself is used as is when it holds the files; otherwise
+    ``data_dir/<release>`` is used, and downloaded (verified) when missing.
     """
     data_dir = Path(data_dir)
-    if (data_dir / RATINGS_FILE).is_file() or (data_dir / MOVIES_FILE).is_file():
+    fmt = release.fmt
+    if (data_dir / fmt.ratings_file).is_file() or (data_dir / fmt.movies_file).is_file():
         return data_dir
-    cached = data_dir / ML_1M.name
-    if is_complete(cached):
+    cached = data_dir / release.name
+    if is_complete(cached, release):
         return cached
-    return download(data_dir, url=url)
+    return download(data_dir, release, url=url)
 
 
-def dataset_checksum(directory: Path) -> str:
-    """Return the sha256 over ``movies.dat`` and ``ratings.dat`` (identifies the input)."""
+def dataset_checksum(directory: Path, release: Release = ML_1M) -> str:
+    """Return the sha256 over the movies and ratings files (identifies the input)."""
     digest = hashlib.sha256()
-    for name in (MOVIES_FILE, RATINGS_FILE):
+    for name in (release.fmt.movies_file, release.fmt.ratings_file):
         with (directory / name).open("rb") as fh:
             while chunk := fh.read(1 << 22):
                 digest.update(chunk)
@@ -92,12 +93,13 @@ def run_job(
     keep: int = 2,
     url: str | None = None,
     progress: bool = False,
+    release: Release = ML_1M,
 ) -> JobResult:
     """Train on every rating, rank for every user, and publish (``store=None``: dry run)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    directory = resolve_data_dir(data_dir, url)
-    ratings, movies = load_dir(directory)
+    directory = resolve_data_dir(data_dir, url, release)
+    ratings, movies = load_dir(directory, release.fmt)
     data = Interactions.from_ratings(ratings)
     timings["load"] = time.perf_counter() - started
     log.info("load: %s users x %s items, %s ratings, %.2fs",
@@ -127,8 +129,9 @@ def run_job(
         meta = {
             "created_at": now.isoformat(timespec="seconds"),
             "created_ts": f"{now.timestamp():.3f}",
-            "dataset": str(directory.name),
-            "dataset_sha256": dataset_checksum(directory),
+            "dataset": release.name,
+            "dataset_dir": str(directory),
+            "dataset_sha256": dataset_checksum(directory, release),
             "n_users": str(data.n_users),
             "n_items": str(data.n_items),
             "n_ratings": str(data.nnz),

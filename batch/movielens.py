@@ -1,24 +1,49 @@
-"""Parse and validate MovieLens ``.dat`` files (``::``-separated, latin-1).
+"""Parse and validate MovieLens files: ``.dat`` (``::``, ML-1M/10M) and CSV (ML-20M/25M/latest).
 
 The happy path is pandas' C parser over the whole file (ML-1M in ~0.3 s).  When
 anything is off, a line-by-line pass finds the first bad line and raises
 :class:`DataError` with ``file:line: reason`` so an operator can fix it.
+Ratings live in :mod:`batch.movielens_ratings`; this module holds the types, the
+movies parsers and :func:`load_dir`.
 """
 
 from __future__ import annotations
 
-import io
+import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 4096
 NO_GENRES = "(no genres listed)"
+
+
+@dataclass(frozen=True)
+class Format:
+    """How a MovieLens release stores its files."""
+
+    kind: str = "dat"  # "dat": '::'-separated, no header; "csv": comma-separated with a header
+    encoding: str = "latin-1"  # of movies.dat ("latin-1" or "utf-8"); CSV files are UTF-8
+    half_stars: bool = False  # ratings 0.5..5 in steps of 0.5 (else integers 1..5)
+
+    @property
+    def ratings_file(self) -> str:
+        return f"ratings.{self.kind}"
+
+    @property
+    def movies_file(self) -> str:
+        return f"movies.{self.kind}"
+
+    @property
+    def rating_scale(self) -> tuple[float, float]:
+        return (0.5, 5.0) if self.half_stars else (1.0, 5.0)
+
+
+ML_1M_FORMAT = Format()
 
 
 class DataError(Exception):
@@ -36,7 +61,7 @@ class Ratings:
 
     user_ids: np.ndarray  # int64
     movie_ids: np.ndarray  # int64
-    ratings: np.ndarray  # float32, 1..5
+    ratings: np.ndarray  # float32, 1..5 (0.5..5 for half-star releases)
     timestamps: np.ndarray  # int64
 
     def __len__(self) -> int:
@@ -65,7 +90,8 @@ class Movies:
         return {int(m): (t, g) for m, t, g in zip(self.movie_ids, self.titles, self.genres, strict=True)}
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path) -> bytes:
+    """Read a whole data file, turning OS errors and empty/BOM files into :class:`DataError`."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -79,11 +105,12 @@ def _read_bytes(path: Path) -> bytes:
     if not data.strip():
         raise DataError(path, 1, "file is empty")
     if data.startswith(b"\xef\xbb\xbf"):
-        raise DataError(path, 1, "starts with a UTF-8 byte-order mark; expected latin-1 text")
+        raise DataError(path, 1, "starts with a UTF-8 byte-order mark; remove it")
     return data
 
 
-def _int_field(path: Path, lineno: int, name: str, value: str) -> int:
+def int_field(path: Path, lineno: int, name: str, value: str) -> int:
+    """Parse a positive integer field or raise :class:`DataError` at ``path:lineno``."""
     try:
         number = int(value)
     except ValueError:
@@ -93,98 +120,49 @@ def _int_field(path: Path, lineno: int, name: str, value: str) -> int:
     return number
 
 
-def _split_lines(path: Path, data: bytes, fields: int):
-    """Yield ``(lineno, parts)`` for each line, checking length and field count."""
+def split_lines(path: Path, data: bytes, fields: int, sep: str = "::", encoding: str = "latin-1"):
+    """Yield ``(lineno, parts)`` for each non-blank line, checking length and field count."""
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
         raw = raw.rstrip(b"\r")
         if not raw.strip():
             continue
         if len(raw) > MAX_LINE:
             raise DataError(path, lineno, f"line is {len(raw)} bytes long (limit {MAX_LINE})")
-        parts = raw.decode("latin-1").split("::")
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise DataError(path, lineno, f"not valid {encoding}: {exc.reason}") from None
+        parts = next(csv.reader([text])) if sep == "," else text.split(sep)
         if len(parts) != fields:
-            hint = " (separator must be '::')" if len(parts) == 1 else ""
-            reason = f"expected {fields} '::'-separated fields, found {len(parts)}{hint}"
+            hint = f" (separator must be '{sep}')" if len(parts) == 1 else ""
+            reason = f"expected {fields} '{sep}'-separated fields, found {len(parts)}{hint}"
             raise DataError(path, lineno, reason)
         yield lineno, parts
 
 
-def _explain_ratings(path: Path, data: bytes) -> DataError:
-    """Find the first malformed line of a ratings file (slow path, errors only)."""
-    for lineno, (user, movie, rating, stamp) in _split_lines(path, data, 4):
-        _int_field(path, lineno, "user id", user)
-        _int_field(path, lineno, "movie id", movie)
-        _int_field(path, lineno, "rating", rating)
-        _int_field(path, lineno, "timestamp", stamp)
-    return DataError(path, None, "could not be parsed")
-
-
-def load_ratings(path: Path | str, movies: Movies | None = None) -> Ratings:
-    """Load and validate ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``)."""
+def load_movies(path: Path | str, fmt: Format = ML_1M_FORMAT) -> Movies:
+    """Load and validate ``movies.dat`` (``MovieID::Title::Genre|Genre``) or ``movies.csv``."""
     path = Path(path)
-    data = _read_bytes(path)
-    if b"\t" in data:  # the fast path turns '::' into tabs; real tabs are malformed
-        raise _explain_ratings(path, data.replace(b"\t", b" "))
-    try:
-        frame = pd.read_csv(
-            io.BytesIO(data.replace(b"::", b"\t")),
-            sep="\t",
-            header=None,
-            names=["user", "movie", "rating", "ts"],
-            dtype="int64",
-            engine="c",
-            skip_blank_lines=True,
-        )
-    except (ValueError, OverflowError, pd.errors.ParserError):
-        raise _explain_ratings(path, data) from None
-    if frame.isna().to_numpy().any():
-        raise _explain_ratings(path, data)
-    users, items = frame["user"].to_numpy(), frame["movie"].to_numpy()
-    ratings, stamps = frame["rating"].to_numpy(), frame["ts"].to_numpy()
-
-    def fail(mask: np.ndarray, reason) -> None:
-        if mask.any():
-            row = int(np.flatnonzero(mask)[0])
-            raise DataError(path, int(_line_numbers(data)[row]), reason(row))
-
-    fail(users <= 0, lambda r: f"user id {users[r]} must be positive")
-    fail(items <= 0, lambda r: f"movie id {items[r]} must be positive")
-    fail((ratings < 1) | (ratings > 5), lambda r: f"rating {ratings[r]} is outside 1..5")
-    fail(stamps < 0, lambda r: f"timestamp {stamps[r]} is negative")
-    fail(frame.duplicated(["user", "movie"]).to_numpy(),
-         lambda r: f"duplicate rating of movie {items[r]} by user {users[r]}")
-    if movies is not None:
-        fail(~np.isin(items, movies.movie_ids),
-             lambda r: f"movie id {items[r]} is not in {MOVIES_FILE}")
-    log.info("loaded %s ratings by %s users from %s", len(ratings), len(np.unique(users)), path)
-    return Ratings(users, items, ratings.astype(np.float32), stamps)
-
-
-def _line_numbers(data: bytes) -> np.ndarray:
-    """Return the 1-based line number of each non-blank line, in order."""
-    lines = data.split(b"\n")
-    keep = np.fromiter((bool(x.strip()) for x in lines), dtype=bool, count=len(lines))
-    return np.flatnonzero(keep) + 1
-
-
-def load_movies(path: Path | str) -> Movies:
-    """Load and validate ``movies.dat`` (``MovieID::Title::Genre|Genre``)."""
-    path = Path(path)
-    data = _read_bytes(path)
+    data = read_bytes(path)
+    lines = split_lines(path, data, 3, "," if fmt.kind == "csv" else "::",
+                        "utf-8" if fmt.kind == "csv" else fmt.encoding)
+    if fmt.kind == "csv":
+        _, header = next(lines, (1, None))
+        if header != ["movieId", "title", "genres"]:
+            raise DataError(path, 1, f"expected header movieId,title,genres, found {header}")
     ids, titles, genres, seen = [], [], [], set()
-    for lineno, (movie, title, genre) in _split_lines(path, data, 3):
-        movie_id = _int_field(path, lineno, "movie id", movie)
+    for lineno, (movie, title, genre) in lines:
+        movie_id = int_field(path, lineno, "movie id", movie)
         if movie_id in seen:
             raise DataError(path, lineno, f"duplicate movie id {movie_id}")
         if not title.strip():
             raise DataError(path, lineno, "empty title")
-        if _looks_utf8(title):
+        if fmt.kind == "dat" and fmt.encoding == "latin-1" and _looks_utf8(title):
             raise DataError(path, lineno, f"title {title!r} looks UTF-8 encoded; expected latin-1")
         seen.add(movie_id)
         ids.append(movie_id)
         titles.append(title.strip())
-        names = [g for g in genre.strip().split("|") if g and g != NO_GENRES]
-        genres.append(names)
+        genres.append([g for g in genre.strip().split("|") if g and g != NO_GENRES])
     log.info("loaded %s movies from %s", len(ids), path)
     return Movies(np.asarray(ids, dtype=np.int64), titles, genres)
 
@@ -201,12 +179,14 @@ def _looks_utf8(text: str) -> bool:
     return True
 
 
-RATINGS_FILE = "ratings.dat"
-MOVIES_FILE = "movies.dat"
+RATINGS_FILE = ML_1M_FORMAT.ratings_file
+MOVIES_FILE = ML_1M_FORMAT.movies_file
 
 
-def load_dir(data_dir: Path | str) -> tuple[Ratings, Movies]:
-    """Load ``movies.dat`` then ``ratings.dat`` from ``data_dir``, cross-validated."""
+def load_dir(data_dir: Path | str, fmt: Format = ML_1M_FORMAT) -> tuple[Ratings, Movies]:
+    """Load the movies file then the ratings file from ``data_dir``, cross-validated."""
+    from batch.movielens_ratings import load_ratings
+
     data_dir = Path(data_dir)
-    movies = load_movies(data_dir / MOVIES_FILE)
-    return load_ratings(data_dir / RATINGS_FILE, movies), movies
+    movies = load_movies(data_dir / fmt.movies_file, fmt)
+    return load_ratings(data_dir / fmt.ratings_file, movies, fmt), movies

@@ -66,13 +66,14 @@ def build_trainset(ratings: sp.csr_matrix, user_ids: np.ndarray, item_ids: np.nd
     for i in range(csc.shape[1]):
         lo, hi = csc.indptr[i], csc.indptr[i + 1]
         ir[i] = list(zip(csc.indices[lo:hi].tolist(), csc.data[lo:hi].tolist(), strict=True))
+    scale = (float(ratings.data.min()), float(ratings.data.max())) if ratings.nnz else (1.0, 5.0)
     return Trainset(
         ur,
         ir,
         ratings.shape[0],
         ratings.shape[1],
         ratings.nnz,
-        (1, 5),
+        scale,  # (1, 5) for ML-1M, (0.5, 5) for the half-star releases
         {int(raw): inner for inner, raw in enumerate(user_ids)},
         {int(raw): inner for inner, raw in enumerate(item_ids)},
     )
@@ -107,5 +108,6 @@ def train_svd(
         bi=np.asarray(algo.bi, dtype=np.float32),
         pu=np.asarray(algo.pu, dtype=np.float32),
         qi=np.asarray(algo.qi, dtype=np.float32),
+        rating_scale=tuple(map(float, trainset.rating_scale)),
     )
     return model, algo
