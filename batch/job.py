@@ -17,13 +17,11 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import numpy as np
-
 from batch import pipeline
 from batch.download import ML_1M, Release, download, is_complete
 from batch.interactions import Interactions
 from batch.lists import encode_list, encode_lists, item_fragments
-from batch.movielens import load_dir
+from batch.movielens import Movies, load_dir
 from batch.params import Params
 from batch.store import PublishReport, RunStore
 from lookup_api.keys import new_run_id
@@ -85,6 +83,49 @@ def code_version() -> str:
         return pkg
 
 
+@dataclass
+class Loaded:
+    """The validated input of a run."""
+
+    release: Release
+    directory: Path
+    data: Interactions
+    movies: Movies
+    seconds: float
+
+
+def load_stage(data_dir: Path | str, release: Release = ML_1M, url: str | None = None) -> Loaded:
+    """Locate (downloading if needed), load and validate the dataset; index it."""
+    started = time.perf_counter()
+    directory = resolve_data_dir(data_dir, url, release)
+    ratings, movies = load_dir(directory, release.fmt)
+    data = Interactions.from_ratings(ratings)
+    seconds = time.perf_counter() - started
+    log.info("load: %s users x %s items, %s ratings, %.2fs", data.n_users, data.n_items, data.nnz, seconds)
+    return Loaded(release, directory, data, movies, seconds)
+
+
+def run_meta(loaded: Loaded, params: Params, timings: dict[str, float], **extra) -> dict:
+    """Return the metadata recorded with a run (see the README's key schema)."""
+    now = datetime.now(UTC)
+    return {
+        "created_at": now.isoformat(timespec="seconds"),
+        "created_ts": f"{now.timestamp():.3f}",
+        "dataset": loaded.release.name,
+        "dataset_dir": str(loaded.directory),
+        "dataset_sha256": dataset_checksum(loaded.directory, loaded.release),
+        "n_users": str(loaded.data.n_users),
+        "n_items": str(loaded.data.n_items),
+        "n_ratings": str(loaded.data.nnz),
+        "top_n": str(params.top_n),
+        "ranker": params.ranker,
+        "params": params.to_dict(),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "code_version": code_version(),
+        **extra,
+    }
+
+
 def run_job(
     data_dir: Path | str,
     params: Params,
@@ -96,26 +137,22 @@ def run_job(
     release: Release = ML_1M,
 ) -> JobResult:
     """Train on every rating, rank for every user, and publish (``store=None``: dry run)."""
-    timings: dict[str, float] = {}
     started = time.perf_counter()
-    directory = resolve_data_dir(data_dir, url, release)
-    ratings, movies = load_dir(directory, release.fmt)
-    data = Interactions.from_ratings(ratings)
-    timings["load"] = time.perf_counter() - started
-    log.info("load: %s users x %s items, %s ratings, %.2fs",
-             data.n_users, data.n_items, data.nnz, timings["load"])
+    loaded = load_stage(data_dir, release, url)
+    data, timings = loaded.data, {"load": loaded.seconds}
 
-    models = pipeline.train(data, movies, params)
+    models = pipeline.train(data, loaded.movies, params)
     recs = pipeline.recommend(models, data, params)
     timings.update(models.timings)
 
     stage = time.perf_counter()
-    fragments = item_fragments(data.item_ids, movies)
+    fragments = item_fragments(data.item_ids, loaded.movies)
     pop_ids, pop_scores = pipeline.popular(models, params.top_n)
     popular = encode_list(fragments, pop_ids, pop_scores)
     lists = encode_lists(data.user_ids, recs.items, recs.scores, fragments)
     run_id = new_run_id()
     result = JobResult(run_id, data.n_users, data.n_items, data.nnz, timings)
+    empty = int((recs.items[:, 0] < 0).sum()) if len(recs.items) else 0
     if store is None:
         n = sum(1 for _ in lists)
         timings["serialise"] = time.perf_counter() - stage
@@ -125,27 +162,11 @@ def run_job(
             from tqdm import tqdm
 
             lists = tqdm(lists, total=data.n_users, desc="publish", unit="user")
-        now = datetime.now(UTC)
-        meta = {
-            "created_at": now.isoformat(timespec="seconds"),
-            "created_ts": f"{now.timestamp():.3f}",
-            "dataset": release.name,
-            "dataset_dir": str(directory),
-            "dataset_sha256": dataset_checksum(directory, release),
-            "n_users": str(data.n_users),
-            "n_items": str(data.n_items),
-            "n_ratings": str(data.nnz),
-            "top_n": str(params.top_n),
-            "ranker": params.ranker,
-            "params": params.to_dict(),
-            "timings": {k: round(v, 3) for k, v in timings.items()},
-            "code_version": code_version(),
-            "empty_lists": str(int((recs.items[:, 0] < 0).sum())),
-        }
+        meta = run_meta(loaded, params, timings, empty_lists=str(empty))
         result.published = store.publish(run_id, lists, popular, meta, keep=keep)
         timings["publish"] = time.perf_counter() - stage
     timings["total"] = time.perf_counter() - started
     log.info("stage timings: %s", ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
-    if np.any(recs.items[:, 0] < 0):
-        log.warning("%s users have an empty list", int((recs.items[:, 0] < 0).sum()))
+    if empty:
+        log.warning("%s users have an empty list", empty)
     return result

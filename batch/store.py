@@ -107,15 +107,8 @@ class RunStore:
         The lock expires ``ttl`` seconds after its last heartbeat (sent every ``ttl / 3``
         by a daemon thread), so a crashed or killed run blocks the next one for at most ``ttl``.
         """
-        token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        token = self.acquire(ttl)
         ttl_ms = max(int(ttl * 1000), 1)
-        if not self.client.set(self.keys.lock, token, nx=True, px=ttl_ms):
-            holder = _text(self.client.get(self.keys.lock)) or "?"
-            left = max(self.client.pttl(self.keys.lock), 0) / 1000
-            raise LockedError(
-                f"another batch run holds the lock {self.keys.lock} ({holder}, expires in {left:.0f}s "
-                "unless renewed); not starting a second one"
-            )
         stop = threading.Event()
 
         def heartbeat() -> None:
@@ -133,11 +126,72 @@ class RunStore:
             stop.set()
             beat.join()
             try:
-                self.client.eval(_RELEASE, 1, self.keys.lock, token)
+                self.release(token)
             except (redis.RedisError, *UNAVAILABLE):
                 log.warning("could not release %s; it expires within %.0fs", self.keys.lock, ttl)
 
+    def acquire(self, ttl: float) -> str:
+        """Take the lock for ``ttl`` seconds (no heartbeat); return its token or raise LockedError."""
+        token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        if not self.client.set(self.keys.lock, token, nx=True, px=max(int(ttl * 1000), 1)):
+            holder = _text(self.client.get(self.keys.lock)) or "?"
+            left = max(self.client.pttl(self.keys.lock), 0) / 1000
+            raise LockedError(
+                f"another batch run holds the lock {self.keys.lock} ({holder}, expires in {left:.0f}s "
+                "unless renewed); not starting a second one"
+            )
+        return token
+
+    def holds(self, token: str) -> bool:
+        """Return True while ``token`` still holds the lock."""
+        return _text(self.client.get(self.keys.lock)) == token
+
+    def release(self, token: str) -> None:
+        """Release the lock if ``token`` still holds it."""
+        self.client.eval(_RELEASE, 1, self.keys.lock, token)
+
     # -- writing ---------------------------------------------------------------------------------
+    def write_lists(self, run_id: str, lists: Iterable[tuple[int, bytes]]) -> list[int]:
+        """Register ``run_id`` as pending and write user lists in pipelined chunks; return their ids."""
+        self.client.zadd(self.keys.pending, {run_id: time.time()}, nx=True)
+        user_ids: list[int] = []
+        pipe = self.client.pipeline(transaction=False)
+        for user_id, payload in lists:
+            pipe.set(self.keys.user(run_id, user_id), payload)
+            user_ids.append(int(user_id))
+            if len(user_ids) % self.chunk == 0:
+                pipe.execute()
+        pipe.execute()
+        return user_ids
+
+    def mark_shard(self, run_id: str, shard: int, users: int) -> None:
+        """Record that shard ``shard`` of ``run_id`` wrote all its ``users`` lists."""
+        self.client.hset(self.keys.shards(run_id), str(shard), str(users))
+
+    def shards_done(self, run_id: str) -> dict[int, int]:
+        """Return ``{shard: users written}`` for the shards of ``run_id`` that completed."""
+        return {int(k): int(v) for k, v in self.client.hgetall(self.keys.shards(run_id)).items()}
+
+    def finalize(
+        self, run_id: str, popular: bytes, user_ids: list[int], meta: dict, keep: int = DEFAULT_KEEP
+    ) -> list[str]:
+        """Write the popular list, user index and metadata, flip ``current``, retire old runs."""
+        if keep < 1:
+            raise StoreError("keep must be at least 1")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.keys.popular(run_id), popular)
+        pipe.set(self.keys.users(run_id), json.dumps(sorted(user_ids), separators=(",", ":")))
+        pipe.execute()
+        created = float(meta.get("created_ts", time.time()))
+        flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+        flat.update(status="complete", users=str(len(user_ids)))
+        self.client.hset(self.keys.meta(run_id), mapping=flat)
+        self.client.zadd(self.keys.runs, {run_id: created})
+        self.client.set(self.keys.current, run_id)  # the atomic flip
+        self.client.zrem(self.keys.pending, run_id)
+        log.info("published run %s: %s user lists, current flipped", run_id, len(user_ids))
+        return self.retire(keep)
+
     def publish(
         self,
         run_id: str,
@@ -150,28 +204,9 @@ class RunStore:
         if keep < 1:
             raise StoreError("keep must be at least 1")
         started = time.perf_counter()
-        self.client.zadd(self.keys.pending, {run_id: time.time()})
-        user_ids: list[int] = []
-        pipe = self.client.pipeline(transaction=False)
-        for user_id, payload in lists:
-            pipe.set(self.keys.user(run_id, user_id), payload)
-            user_ids.append(int(user_id))
-            if len(user_ids) % self.chunk == 0:
-                pipe.execute()
-        pipe.set(self.keys.popular(run_id), popular)
-        pipe.set(self.keys.users(run_id), json.dumps(sorted(user_ids), separators=(",", ":")))
-        pipe.execute()
-        users = len(user_ids)
-        created = float(meta.get("created_ts", time.time()))
-        flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
-        flat.update(status="complete", users=str(users))
-        self.client.hset(self.keys.meta(run_id), mapping=flat)
-        self.client.zadd(self.keys.runs, {run_id: created})
-        self.client.set(self.keys.current, run_id)  # the atomic flip
-        self.client.zrem(self.keys.pending, run_id)
-        log.info("published run %s: %s user lists, current flipped", run_id, users)
-        retired = self.retire(keep)
-        return PublishReport(run_id, users, time.perf_counter() - started, retired)
+        user_ids = self.write_lists(run_id, lists)
+        retired = self.finalize(run_id, popular, user_ids, meta, keep)
+        return PublishReport(run_id, len(user_ids), time.perf_counter() - started, retired)
 
     def delete_run(self, run_id: str) -> int:
         """Delete every key of ``run_id`` (pipelined single-key UNLINKs); return how many."""

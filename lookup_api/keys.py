@@ -10,6 +10,7 @@ other's dependencies.  Every key the project reads or writes is built here.
     <prefix>:run:<run>:meta            hash    run metadata (flat strings; JSON for nested values)
     <prefix>:run:<run>:popular         string  JSON list of items
     <prefix>:run:<run>:users           string  JSON array of the user ids that have a list
+    <prefix>:run:<run>:shards          hash    shard index -> lists written (sharded runs only)
     <prefix>:run:<run>:user:<user_id>  string  JSON list of items, best first
 
 An item is ``{"movie_id": int, "title": str, "genres": [str], "score": float}``.
@@ -66,6 +67,9 @@ class Keys:
 
     def users(self, run_id: str) -> str:
         return f"{self.run_base(run_id)}:users"
+
+    def shards(self, run_id: str) -> str:
+        return f"{self.run_base(run_id)}:shards"
 
     def user(self, run_id: str, user_id: int) -> str:
         return f"{self.run_base(run_id)}:user:{int(user_id)}"

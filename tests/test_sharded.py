@@ -1,0 +1,96 @@
+"""The sharded run (train -> score --shard I/N -> publish) equals a single `run`, key for key."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from batch.cli import cli
+from batch.sharded import parse_shard, shard_users
+from batch.store import RunStore
+from lookup_api.keys import Keys
+
+SMALL = ["--top-n", "20"]
+PARAMS = {"candidates": 30, "content_candidates": 10, "als_factors": 8, "svd_factors": 8,
+          "popularity_min_count": 5, "ranker": "svd"}
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def params_file(tmp_path):
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps({"params": PARAMS}))
+    return str(path)
+
+
+def lists(client, keys: Keys, run_id: str) -> dict[bytes, bytes]:
+    base = keys.run_base(run_id)
+    names = sorted(k for k in client.scan_iter(match=f"{base}:user:*"))
+    return {k[len(base):]: v for k, v in zip(names, client.mget(names), strict=True)}
+
+
+def test_three_shards_equal_one_run(small_dir, tmp_path, redis_url, prefix, client, params_file):
+    single = Keys(prefix + "-single")
+    base = ["--redis-url", redis_url, "--data-dir", str(small_dir)]
+    try:
+        assert invoke(*base, "--prefix", single.prefix, "run", "--params", params_file, *SMALL).exit_code == 0
+        art = str(tmp_path / "artifacts")
+        sharded = [*base, "--prefix", prefix]
+        trained = invoke(*sharded, "train", "--artifacts", art, "--params", params_file, *SMALL)
+        assert trained.exit_code == 0, trained.output
+        store = RunStore(client, Keys(prefix))
+        run_id = json.loads((tmp_path / "artifacts" / "manifest.json").read_text())["run_id"]
+
+        assert invoke(*sharded, "score", "--artifacts", art, "--shard", "0/3").exit_code == 0
+        early = invoke(*sharded, "publish", "--artifacts", art, "--shards", "3")
+        assert early.exit_code == 1 and "shard(s) [1, 2] of 3 have not finished" in early.output
+        assert store.current() is None  # nothing flips before every shard is done
+        out = invoke(*sharded, "score", "--artifacts", art, "--shard", "2/3")
+        assert out.exit_code == 0 and "user lists written" in out.output
+        # as a Kubernetes Indexed Job pod: the index comes from JOB_COMPLETION_INDEX
+        out = CliRunner().invoke(cli, [*sharded, "score", "--artifacts", art, "--shard", "index/3"],
+                                 env={"JOB_COMPLETION_INDEX": "1"}, catch_exceptions=False)
+        assert out.exit_code == 0 and "shard 1/3" in out.output
+        done = invoke(*sharded, "publish", "--artifacts", art, "--shards", "3")
+        assert done.exit_code == 0, done.output
+        assert store.current() == run_id and client.get(f"{prefix}:lock") is None
+
+        expected = lists(client, single, RunStore(client, single).current())
+        got = lists(client, Keys(prefix), run_id)
+        assert len(got) == 300 and got == expected  # byte for byte
+        assert client.get(single.popular(RunStore(client, single).current())) == client.get(
+            Keys(prefix).popular(run_id))
+        assert store.meta(run_id)["shards"] == "3"
+    finally:
+        for key in client.scan_iter(match=f"{single.prefix}:*"):
+            client.unlink(key)
+
+
+def test_sharded_run_holds_the_lock_until_publish(small_dir, tmp_path, redis_url, prefix, params_file):
+    base = ["--redis-url", redis_url, "--prefix", prefix, "--data-dir", str(small_dir)]
+    art = str(tmp_path / "a")
+    assert invoke(*base, "train", "--artifacts", art, "--params", params_file).exit_code == 0
+    refused = invoke(*base, "run", "--params", params_file)
+    assert refused.exit_code == 1 and "holds the lock" in refused.output
+
+
+def test_shard_parsing_and_slices():
+    assert parse_shard("2/5") == (2, 5)
+    for bad in ("5/5", "-1/3", "a/b", "3"):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+    slices = [shard_users(10, i, 3) for i in range(3)]
+    assert np.concatenate(slices).tolist() == list(range(10)) and [len(s) for s in slices] == [4, 3, 3]
+    assert invoke("score", "--artifacts", "x", "--shard", "9/3").exit_code == 2
+
+
+def test_missing_artifacts_is_a_clean_error(tmp_path, redis_url, prefix):
+    result = invoke("--redis-url", redis_url, "--prefix", prefix, "score", "--artifacts",
+                    str(tmp_path / "none"), "--shard", "0/1")
+    assert result.exit_code == 1 and "no artifacts here" in result.output
