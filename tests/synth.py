@@ -54,7 +54,7 @@ def write_dataset(directory: Path, ratings, movies) -> Path:
 def random_dataset(n_users: int = 300, n_items: int = 120, per_user: int = 25, seed: int = 1):
     """A random ML-shaped dataset (popularity-skewed items, 1-5 stars, latin-1 titles)."""
     rng = np.random.default_rng(seed)
-    weights = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    weights = 1.0 / np.arange(1, n_items + 1) ** 0.75
     weights /= weights.sum()
     movies = [
         (i + 1, f"Film {i + 1}{' Café' if i % 7 == 0 else ''} (19{60 + i % 40})",
@@ -69,3 +69,35 @@ def random_dataset(n_users: int = 300, n_items: int = 120, per_user: int = 25, s
             base = 3 + taste[i % 4] + rng.normal(scale=0.7)
             ratings.append((u + 1, int(i) + 1, int(np.clip(round(base), 1, 5)), 978300000 + len(ratings)))
     return ratings, movies
+
+
+def ml1m_like(user_scale: float = 1.0, item_scale: float = 1.0, seed: int = 0):
+    """Generate ML-1M-shaped data: (Ratings, Movies) with 6,040 x ``user_scale`` users.
+
+    Matches ML-1M's shape: per-user rating counts log-normal with a floor of 20 (median ~96,
+    mean ~165), item popularity Zipf-like over 3,706 x ``item_scale`` movies, star ratings
+    from user/item biases plus a low-rank taste term (so models have signal), 18 genres.
+    Fully vectorised; 16x users (~16M ratings) takes seconds.
+    """
+    from batch.movielens import Movies, Ratings
+
+    rng = np.random.default_rng(seed)
+    n_users, n_items = int(6040 * user_scale), int(3706 * item_scale)
+    counts = np.clip(np.exp(rng.normal(np.log(140), 0.95, n_users)), 24, 0.6 * n_items).astype(np.int64)
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.75
+    popularity = rng.permutation(popularity / popularity.sum())
+    users = np.repeat(np.arange(n_users), counts)
+    items = rng.choice(n_items, size=len(users), p=popularity)
+    pairs = np.unique(users * n_items + items)  # drop repeated (user, item) draws
+    users, items = pairs // n_items, pairs % n_items
+    taste_u, taste_i = rng.normal(size=(n_users, 4)), rng.normal(size=(n_items, 4))
+    raw = (3.58 + rng.normal(0, 0.4, n_users)[users] + rng.normal(0, 0.5, n_items)[items]
+           + 0.35 * np.einsum("nf,nf->n", taste_u[users], taste_i[items]) + rng.normal(0, 0.7, len(users)))
+    stars = np.clip(np.rint(raw), 1, 5).astype(np.float32)
+    genre_names = [f"Genre{g}" for g in range(18)]
+    genre_sets = [[genre_names[g] for g in sorted(set(rng.choice(18, size=rng.integers(1, 4))))]
+                  for _ in range(n_items)]
+    titles = [f"Movie {i + 1} (2000)" for i in range(n_items)]
+    movies = Movies(np.arange(1, n_items + 1, dtype=np.int64), titles, genre_sets)
+    stamps = 956703932 + rng.integers(0, 10**8, len(users))
+    return Ratings(users + 1, items + 1, stars, stamps), movies

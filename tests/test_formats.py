@@ -134,3 +134,26 @@ def test_every_release_has_a_grouplens_url_and_format():
         assert release.url == f"https://files.grouplens.org/datasets/movielens/{name}.zip"
         assert release.fmt.ratings_file in release.files and release.fmt.movies_file in release.files
         assert release.md5 or name.startswith("ml-latest")
+
+
+def test_ml1m_like_generator_has_ml1m_shape():
+    import numpy as np
+
+    from tests.synth import ml1m_like
+
+    ratings, movies = ml1m_like(user_scale=0.25, item_scale=0.5, seed=3)
+    per_user = np.bincount(ratings.user_ids)[1:]
+    assert len(per_user) == 1510 and len(movies) == 1853
+    assert per_user.min() >= 10 and 80 <= np.median(per_user) <= 160
+    assert set(np.unique(ratings.ratings)) == {1, 2, 3, 4, 5}
+    assert 0.45 <= (ratings.ratings >= 4).mean() <= 0.65  # ML-1M: 0.575
+    pairs = ratings.user_ids * 10**6 + ratings.movie_ids
+    assert len(np.unique(pairs)) == len(pairs)  # no duplicate (user, movie)
+
+
+def test_scale_benchmark_measures_every_stage():
+    from tests.bench_scale import STAGES, measure
+
+    result = measure(0.05, 0.1)
+    assert set(result["seconds"]) == set(STAGES) == set(result["peak_mib"])
+    assert result["n_users"] == 302 and all(v > 0 for v in result["peak_mib"].values())

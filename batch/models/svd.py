@@ -53,19 +53,17 @@ class SVDModel:
 
 
 def build_trainset(ratings: sp.csr_matrix, user_ids: np.ndarray, item_ids: np.ndarray):
-    """Build a ``surprise.Trainset`` whose inner ids are our row and column indices."""
+    """Build a ``surprise.Trainset`` for SVD whose inner ids are our row and column indices."""
     from surprise import Trainset
 
     ratings = ratings.tocsr()
-    csc = ratings.tocsc()
     ur = defaultdict(list)
-    ir = defaultdict(list)
     for u in range(ratings.shape[0]):
         lo, hi = ratings.indptr[u], ratings.indptr[u + 1]
         ur[u] = list(zip(ratings.indices[lo:hi].tolist(), ratings.data[lo:hi].tolist(), strict=True))
-    for i in range(csc.shape[1]):
-        lo, hi = csc.indptr[i], csc.indptr[i + 1]
-        ir[i] = list(zip(csc.indices[lo:hi].tolist(), csc.data[lo:hi].tolist(), strict=True))
+    # SVD learns from ``ur`` only; ``ir`` is consulted just for ``knows_item``, so its keys
+    # suffice.  Leaving its (item -> ratings) lists empty halves the trainset's memory.
+    ir = defaultdict(list, {i: [] for i in range(ratings.shape[1])})
     scale = (float(ratings.data.min()), float(ratings.data.max())) if ratings.nnz else (1.0, 5.0)
     return Trainset(
         ur,

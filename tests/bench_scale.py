@@ -1,0 +1,154 @@
+"""Cost curve of ``run``'s stages vs users and items, on ML-1M-shaped synthetic data.
+
+    uv run python -m tests.bench_scale                 # full grid: users x1,4,16 ; items x1,2,4
+    uv run python -m tests.bench_scale --users 1 --items 1 --out /tmp/x
+
+Each configuration runs in a fresh subprocess; per stage it records wall time and the peak
+RSS reached during that stage (the kernel's high-water mark, reset before each stage via
+/proc/self/clear_refs).  Writes ``scale.json``, ``scale.md`` and ``scale.png`` to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STAGES = ["index", "train_als", "train_content", "train_svd", "candidates", "rank", "serialise"]
+
+
+def _hwm_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_hwm() -> None:
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def measure(user_scale: float, item_scale: float) -> dict:
+    """Run every stage once in this process; return sizes, seconds and peak MiB per stage."""
+    from batch import pipeline
+    from batch.interactions import Interactions
+    from batch.lists import encode_lists, item_fragments
+    from batch.params import Params
+    from tests.synth import ml1m_like
+
+    ratings, movies = ml1m_like(user_scale, item_scale)
+    params = Params()
+    out: dict = {"users_x": user_scale, "items_x": item_scale, "seconds": {}, "peak_mib": {}}
+    state: dict = {}
+
+    def stage(name, fn):
+        _reset_hwm()
+        started = time.perf_counter()
+        state[name] = fn()
+        out["seconds"][name] = round(time.perf_counter() - started, 3)
+        out["peak_mib"][name] = round(_hwm_mib(), 1)
+
+    stage("index", lambda: Interactions.from_ratings(ratings))
+    data = state["index"]
+    out.update(n_users=data.n_users, n_items=data.n_items, n_ratings=data.nnz)
+    from batch.models.als import train_als
+    from batch.models.content import train_content
+    from batch.models.popularity import item_stats, popularity_scores
+    from batch.models.svd import train_svd
+
+    stage("train_als", lambda: train_als(data.matrix, factors=params.als_factors,
+                                         regularization=params.als_regularization))
+    counts, _ = item_stats(data.matrix)
+    stage("train_content", lambda: train_content(pipeline.item_genres(data, movies), counts))
+    stage("train_svd", lambda: train_svd(data.matrix, data.user_ids, data.item_ids)[0])
+    models = pipeline.Models(state["train_als"], state["train_content"], state["train_svd"], counts,
+                             popularity_scores(data.matrix, "mean"))
+    users = __import__("numpy").arange(data.n_users)
+    stage("candidates", lambda: pipeline.candidates(models, data, users, params))
+    stage("rank", lambda: pipeline.rank(models, users, state["candidates"], params))
+    recs = state["rank"]
+    fragments = item_fragments(data.item_ids, movies)
+    stage("serialise", lambda: sum(len(b) for _, b in encode_lists(data.user_ids, recs.items, recs.scores,
+                                                                    fragments)))
+    return out
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for items_x in sorted({r["items_x"] for r in results}):
+        rows = sorted((r for r in results if r["items_x"] == items_x), key=lambda r: r["n_ratings"])
+        x = [r["n_ratings"] / 1e6 for r in rows]
+        axes[0].plot(x, [sum(r["seconds"].values()) for r in rows], "o-", label=f"items x{items_x:g}")
+        axes[1].plot(x, [max(r["peak_mib"].values()) for r in rows], "o-", label=f"items x{items_x:g}")
+    for ax, title in zip(axes, ["total time of all stages (s)", "peak RSS (MiB)"], strict=True):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("ratings (millions; users x1, x4, x16)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def report(results: list[dict], out: Path) -> None:
+    import numpy as np
+
+    (out / "scale.json").write_text(json.dumps(results, indent=1))
+    lines = ["| users | items | ratings | " + " | ".join(STAGES) + " | total s | peak MiB (stage) |",
+             "|" + "---|" * (len(STAGES) + 5)]
+    for r in sorted(results, key=lambda r: (r["items_x"], r["users_x"])):
+        peak_stage = max(r["peak_mib"], key=r["peak_mib"].get)
+        lines.append(f"| {r['n_users']:,} | {r['n_items']:,} | {r['n_ratings']:,} | "
+                     + " | ".join(f"{r['seconds'][s]:.2f}" for s in STAGES)
+                     + f" | {sum(r['seconds'].values()):.1f} | {r['peak_mib'][peak_stage]:.0f} "
+                     f"({peak_stage}) |")
+    x = np.log([r["n_ratings"] for r in results])
+    fits = {}
+    for name, values in (("time", [sum(r["seconds"].values()) for r in results]),
+                         ("peak RSS", [max(r["peak_mib"].values()) for r in results])):
+        fits[name] = float(np.polyfit(x, np.log(values), 1)[0])
+    lines += ["", "Fitted exponent b in cost ~ ratings^b over all configurations: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in fits.items())]
+    (out / "scale.md").write_text("\n".join(lines) + "\n")
+    plot(results, out / "scale.png")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=float, nargs="*", default=[1, 4, 16])
+    parser.add_argument("--items", type=float, nargs="*", default=[1, 2, 4])
+    parser.add_argument("--out", type=Path, default=Path("docs/scale"))
+    parser.add_argument("--one", nargs=2, type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(*args.one)))
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for items_x in args.items:
+        for users_x in args.users:
+            cmd = [sys.executable, "-m", "tests.bench_scale", "--one", str(users_x), str(items_x)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            r = results[-1]
+            print(f"users x{users_x:g} items x{items_x:g}: {r['n_ratings']:,} ratings, "
+                  f"{sum(r['seconds'].values()):.1f}s, peak {max(r['peak_mib'].values()):.0f} MiB",
+                  flush=True)
+    report(results, args.out)
+
+
+if __name__ == "__main__":
+    main()
