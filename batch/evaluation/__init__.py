@@ -1,0 +1,1 @@
+"""Offline evaluation: the original project's split, ranking metrics, baselines, tuning, report."""
