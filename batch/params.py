@@ -8,6 +8,7 @@ from pathlib import Path
 
 TUNED_PATH = Path(__file__).with_name("tuned_params.json")
 RANKERS = ("svd", "blend")
+BLEND_FORMS = ("linear", "product")
 
 
 class ParamError(ValueError):
@@ -37,6 +38,9 @@ class Params:
     blend_svd: float = 1.0
     blend_als: float = 0.0
     blend_pop: float = 0.0
+    blend_form: str = "linear"
+    blend_center: float = 3.5
+    blend_scale: float = 1.0
     top_n: int = 50
     # popular list for unknown users
     popularity_rule: str = "mean"
@@ -49,6 +53,10 @@ class Params:
         for name in ("candidates", "top_n", "als_factors", "svd_factors", "als_iterations", "svd_epochs"):
             if getattr(self, name) < 1:
                 raise ParamError(f"{name} must be at least 1")
+        if self.blend_form not in BLEND_FORMS:
+            raise ParamError(f"unknown blend_form {self.blend_form!r}; choose from {', '.join(BLEND_FORMS)}")
+        if self.blend_scale <= 0:
+            raise ParamError("blend_scale must be positive")
         if self.content_candidates < 0:
             raise ParamError("content_candidates must be 0 or more")
 
@@ -72,15 +80,23 @@ class Params:
             raise ParamError(str(exc)) from None
 
 
-def load_params(path: Path | str | None = None) -> Params:
-    """Load the tuned parameter file (``batch/tuned_params.json``), or defaults if absent."""
+def tuned_document(path: Path | str | None = None) -> dict:
+    """Return the whole tuned file (params + provenance); ``{}`` when the default file is absent."""
     if path is None:
         if not TUNED_PATH.exists():
-            return Params()
+            return {}
         path = TUNED_PATH
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ParamError(f"{path}: cannot read parameters: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ParamError(f"{path}: expected a JSON object")
+    return doc
+
+
+def load_params(path: Path | str | None = None) -> Params:
+    """Load the tuned parameter file (``batch/tuned_params.json``), or defaults if absent."""
+    doc = tuned_document(path)
     return Params.from_dict(doc.get("params", doc))

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from batch.interactions import Interactions
 from batch.models.als import ALSModel, train_als
@@ -22,6 +23,7 @@ from batch.movielens import Movies
 from batch.params import Params
 
 log = logging.getLogger(__name__)
+ALS_FLOOR = 1e-3  # ALS scores at or below this count as "very unlikely" in the product blend
 
 
 @dataclass
@@ -85,18 +87,21 @@ def train(data: Interactions, movies: Movies, params: Params) -> Models:
     return Models(als, content, svd, counts, popular, timings)
 
 
-def candidates(models: Models, data: Interactions, users: np.ndarray, params: Params) -> np.ndarray:
+def candidates(models: Models, data: Interactions, users: np.ndarray, params: Params, *,
+               exclude_seen: bool = True) -> np.ndarray:
     """Return (len(users), candidates + content_candidates) unseen candidate ids, -1 padded.
 
     The union of the ALS top ``candidates`` and the ``content_candidates`` items most
     similar (TF-IDF genres) to the user's movies rated >= ``like_threshold``.
+    ``exclude_seen=False`` keeps rated movies (only to reproduce the original protocol).
     """
     users = np.asarray(users)
-    als_ids, _ = models.als.recommend(users, data.matrix, params.candidates)
+    seen = data.matrix if exclude_seen else sp.csr_matrix(data.matrix.shape, dtype=np.float32)
+    als_ids, _ = models.als.recommend(users, seen, params.candidates)
     if params.content_candidates == 0:
         return als_ids
     content_ids, _ = models.content.recommend(
-        data.liked(params.like_threshold), data.matrix, users, params.content_candidates
+        data.liked(params.like_threshold), seen, users, params.content_candidates
     )
     both = np.sort(np.concatenate([als_ids, content_ids], axis=1), axis=1)
     duplicate = np.zeros_like(both, dtype=bool)
@@ -108,14 +113,21 @@ def candidates(models: Models, data: Interactions, users: np.ndarray, params: Pa
 def score_candidates(models: Models, users: np.ndarray, cands: np.ndarray, params: Params) -> np.ndarray:
     """Score candidate ids (n_users, k) with the configured ranker; -1 ids get -inf.
 
-    ``svd``: SVD's predicted rating.  ``blend``: blend_svd * rating + blend_als * ALS score
-    + blend_pop * log1p(rating count).
+    ``svd``: SVD's predicted rating.  ``blend``, ``linear`` form: blend_svd * rating
+    + blend_als * ALS score + blend_pop * log1p(rating count).  ``product`` form, a log-score
+    of P(rates it) x P(rating >= 4 | rated): blend_als * log(ALS score, floored at 1e-3)
+    + blend_svd * log sigmoid((rating - blend_center) / blend_scale) + blend_pop * log1p(count).
     """
     scores = models.svd.score(users, cands)
     if params.ranker == "blend":
+        product = params.blend_form == "product"
+        if product:
+            scores = -np.logaddexp(0.0, -(scores - params.blend_center) / params.blend_scale)
         scores = params.blend_svd * scores
         if params.blend_als:
-            scores = scores + params.blend_als * models.als.score(users, cands)
+            als = models.als.score(users, cands)
+            als = np.log(np.maximum(als, ALS_FLOOR)) if product else als
+            scores = scores + params.blend_als * als
         if params.blend_pop:
             scores = scores + params.blend_pop * np.log1p(models.counts[np.maximum(cands, 0)])
     return np.where(cands >= 0, scores, -np.inf)
