@@ -322,3 +322,6 @@ def rollback(obj: Context, run_id):
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="recsys-batch")
+
+
+from batch import cli_eval  # noqa: E402,F401  (registers evaluate/tune)

@@ -1,0 +1,120 @@
+"""``recsys-batch evaluate`` and ``recsys-batch tune``: offline evaluation on the original split.
+
+Registered on the group by the import at the end of :mod:`batch.cli`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from batch.cli import Context, _fail_cleanly, cli
+from batch.evaluation.split import EvaluationError
+from batch.params import RANKERS, TUNED_PATH, Params, load_params, tuned_document
+
+
+def _command_line(ctx: click.Context) -> str:
+    if os.path.basename(sys.argv[0]) == "recsys-batch":
+        return shlex.join(["recsys-batch", *sys.argv[1:]])
+    return ctx.command_path
+
+
+def _load(obj: Context):
+    """Return (ratings, movies, provenance) of the dataset under ``--data-dir``."""
+    from batch.job import code_version, dataset_checksum, resolve_data_dir
+    from batch.movielens import load_dir
+
+    directory = resolve_data_dir(obj.data_dir)
+    ratings, movies = load_dir(directory)
+    return ratings, movies, {"dataset": directory.name, "dataset_sha256": dataset_checksum(directory),
+                             "code_version": code_version()}
+
+
+@cli.command()
+@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"Parameters of the default pipeline [default: {TUNED_PATH.name}, else built-in].")
+@click.option("--ranker", type=click.Choice(RANKERS), help="Override the default pipeline's ranker.")
+@click.option("--phase", type=click.Choice(["test", "validation"]), default="test",
+              help="test: fit on train+validation, score test; validation: fit on train, score validation.")
+@click.option("-k", "cutoff", type=click.IntRange(1, 50), default=10, help="Cut-off of the table.")
+@click.option("--ease-l2", type=click.FloatRange(0, min_open=True), default=None,
+              help="EASE's L2 weight [default: chosen by `tune`, else 500].")
+@click.option("--original-users", type=click.IntRange(1), default=200,
+              help="Users sampled for the original-protocol rows.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every number and the protocol as JSON.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write evaluation.md and curves.png (precision@k, recall@k) into this directory.")
+@click.pass_context
+@_fail_cleanly
+def evaluate(ctx, params_file, ranker, phase, cutoff, ease_l2, original_users, json_path, report_dir):
+    """Compare the pipeline with baselines on the original 60/20/20 split (fair protocol).
+
+    \b
+    Example:
+      recsys-batch --data-dir ../shared/data/ml-1m evaluate --json eval.json --report docs/eval
+    """
+    from batch.evaluation.evaluate import DEFAULT_EASE_L2
+    from batch.evaluation.evaluate import evaluate as run_evaluation
+    from batch.evaluation.report import format_table, write_report
+
+    params = load_params(params_file).with_(ranker=ranker)
+    if ease_l2 is None:
+        ease_l2 = float(tuned_document(params_file).get("baselines", {}).get("ease_l2", DEFAULT_EASE_L2))
+    ratings, movies, provenance = _load(ctx.obj)
+    try:
+        report = run_evaluation(ratings, movies, params, ease_l2=ease_l2, phase=phase,
+                                original_users=original_users)
+    except EvaluationError as exc:
+        raise click.ClickException(str(exc)) from None
+    report.update(provenance, command=_command_line(ctx))
+    click.echo(format_table(report, cutoff))
+    if json_path:
+        json_path.write_text(json.dumps(report, indent=1) + "\n")
+        click.echo(f"json: {json_path}")
+    if report_dir:
+        md, png = write_report(report, report_dir, cutoff, report["command"])
+        click.echo(f"report: {md}, {png}")
+
+
+@cli.command()
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=TUNED_PATH,
+              help="Where to write the tuned parameters (`run` and `evaluate` read the default path).")
+@click.option("--quick", is_flag=True, help="A tiny search space (smoke tests), not for real use.")
+@click.option("--seed", type=int, default=42, help="Seed of the split and of the models.")
+@click.pass_context
+@_fail_cleanly
+def tune(ctx, output, quick, seed):
+    """Search ALS, SVD, candidate counts and the ranking blend on validation; write the tuned file.
+
+    Fits on the train part and scores the validation part only: test is never read.
+
+    \b
+    Example:
+      recsys-batch --data-dir ../shared/data/ml-1m tune      # writes batch/tuned_params.json
+    """
+    from batch.evaluation.tuning import SMALL, SearchSpace, write_tuned
+    from batch.evaluation.tuning import tune as run_tune
+
+    ratings, movies, provenance = _load(ctx.obj)
+    started = time.perf_counter()
+    try:
+        doc = run_tune(ratings, movies, space=SMALL if quick else SearchSpace(), seed=seed)
+    except EvaluationError as exc:
+        raise click.ClickException(str(exc)) from None
+    doc = {"version": doc.pop("version"), "created_at": doc.pop("created_at"),
+           "command": _command_line(ctx), **provenance, **doc}
+    path = write_tuned(doc, output)
+    for name, value in doc["validation"].items():
+        click.echo(f"validation {name}: {value}")
+    defaults = Params().to_dict()
+    changed = {k: v for k, v in doc["params"].items() if defaults[k] != v}
+    click.echo(f"chosen (changes from the built-in defaults): {json.dumps(changed)}")
+    click.echo(f"EASE l2: {doc['baselines']['ease_l2']:g}; {len(doc['trials'])} trials in "
+               f"{time.perf_counter() - started:.0f}s; written to {path}")

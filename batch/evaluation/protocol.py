@@ -1,0 +1,113 @@
+"""The evaluation protocol: fit on one part of the split, score every row on another.
+
+``evaluate`` fits once per distinct model configuration (a cache shares ALS and SVD fits
+between rows) and returns a JSON-ready report: the protocol, the parameters and, per row,
+metric curves for k = 1..K plus SVD's rating errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from batch import pipeline
+from batch.evaluation.metrics import ranking_curves, rating_errors
+from batch.evaluation.split import Fold, Split, make_fold
+from batch.models.als import train_als
+from batch.models.content import train_content
+from batch.models.popularity import item_stats, popularity_scores
+from batch.models.svd import SVDModel, train_svd
+from batch.movielens import Movies, Ratings
+from batch.params import Params
+
+log = logging.getLogger(__name__)
+
+ALS_KEYS = ("als_factors", "als_regularization", "als_iterations", "als_alpha", "als_weighting", "seed")
+SVD_KEYS = ("svd_factors", "svd_lr", "svd_reg", "svd_epochs", "seed")
+
+
+def fold_for(ratings: Ratings, split: Split, phase: str, threshold: float = 4.0) -> Fold:
+    """``validation``: fit on train, score validation; ``test``: fit on train + validation, score test."""
+    if phase == "validation":
+        return make_fold(ratings, split.train, split.validation, threshold)
+    if phase == "test":
+        return make_fold(ratings, np.concatenate([split.train, split.validation]), split.test, threshold)
+    raise ValueError(f"unknown phase {phase!r}; choose validation or test")
+
+
+@dataclass
+class ModelCache:
+    """Fit each distinct ALS / SVD configuration once on ``fold``; content and counts are shared."""
+
+    fold: Fold
+    movies: Movies
+    timings: dict[str, float] = field(default_factory=dict)
+    _als: dict = field(default_factory=dict)
+    _svd: dict = field(default_factory=dict)
+    _shared: tuple | None = None
+
+    def timed(self, name: str, fit):
+        """Call ``fit()`` and add its wall time to ``timings[name]``."""
+        started = time.perf_counter()
+        result = fit()
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
+        return result
+
+    def svd(self, params: Params) -> SVDModel:
+        """Return SVD fitted with ``params``' SVD settings."""
+        key = tuple(getattr(params, k) for k in SVD_KEYS)
+        if key not in self._svd:
+            d = self.fold.data
+            self._svd[key] = self.timed("fit_svd", lambda: train_svd(
+                d.matrix, d.user_ids, d.item_ids, factors=params.svd_factors, lr=params.svd_lr,
+                reg=params.svd_reg, epochs=params.svd_epochs, seed=params.seed)[0])
+        return self._svd[key]
+
+    def models(self, params: Params) -> pipeline.Models:
+        """Return the pipeline's models for ``params`` (ALS and SVD fitted at most once per config)."""
+        key = tuple(getattr(params, k) for k in ALS_KEYS)
+        if key not in self._als:
+            self._als[key] = self.timed("fit_als", lambda: train_als(
+                self.fold.data.matrix, factors=params.als_factors, regularization=params.als_regularization,
+                iterations=params.als_iterations, alpha=params.als_alpha, weighting=params.als_weighting,
+                seed=params.seed))
+        if self._shared is None:
+            counts, _ = item_stats(self.fold.data.matrix)
+            content = self.timed("fit_content", lambda: train_content(
+                pipeline.item_genres(self.fold.data, self.movies), counts))
+            self._shared = (content, counts)
+        content, counts = self._shared
+        popular = popularity_scores(self.fold.data.matrix, params.popularity_rule,
+                                    params.popularity_min_count)
+        return pipeline.Models(self._als[key], content, self.svd(params), counts, popular)
+
+
+def pad(recs: np.ndarray, k: int) -> np.ndarray:
+    """Cut or pad (with -1) ``recs`` to exactly ``k`` columns."""
+    if recs.shape[1] >= k:
+        return recs[:, :k]
+    return np.pad(recs, ((0, 0), (0, k - recs.shape[1])), constant_values=-1)
+
+
+def score_lists(fold: Fold, users: np.ndarray, recs: np.ndarray, k: int) -> dict[str, list[float]]:
+    """Return the metric curves (k = 1..``k``) of ``recs`` for ``users`` (fold row indices)."""
+    curves = ranking_curves(pad(recs, k), fold.relevant()[users], fold.n_relevant[users], fold.data.n_items)
+    return {name: [round(float(v), 6) for v in values] for name, values in curves.items()}
+
+
+def svd_errors(fold: Fold, svd: SVDModel) -> dict[str, float]:
+    """RMSE and MAE of SVD's clipped predictions on every held-out rating (mu + bu for unseen movies)."""
+    held = fold.heldout.tocoo()
+    known = svd.score(held.row, held.col[:, None], clip=True)[:, 0]
+    cold = np.clip(svd.mu + svd.bu[fold.cold_users], *svd.rating_scale)
+    return rating_errors(np.concatenate([known, cold]), np.concatenate([held.data, fold.cold_ratings]))
+
+
+def sample_users(users: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Return ``n`` of ``users`` drawn without replacement (all when there are fewer), sorted."""
+    if n >= len(users):
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, size=n, replace=False))
