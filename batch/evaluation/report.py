@@ -56,6 +56,10 @@ def format_table(report: dict, k: int = 10) -> str:
     return "\n".join(out)
 
 
+def _plain(value) -> str:
+    return ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+
+
 def markdown(report: dict, k: int = 10, plot_name: str | None = "curves.png", command: str = "") -> str:
     """Render the report as a Markdown page (the table, the protocol, the parameters, the plot)."""
     header, cells = table_rows(report, k)
@@ -66,7 +70,10 @@ def markdown(report: dict, k: int = 10, plot_name: str | None = "curves.png", co
     lines += [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
     lines += [f"| {' | '.join(row)} |" for row in cells]
     lines += ["", *(f"- {s}" for s in summary(report, k)), "", "## Protocol", ""]
-    lines += [f"- **{key}**: {value}" for key, value in proto.items()]
+    lines += [f"- **{key}**: {_plain(value)}" for key, value in proto.items()]
+    run = {k: report[k] for k in ("dataset", "dataset_sha256", "code_version") if k in report}
+    run["timings (s)"] = ", ".join(f"{k} {v}" for k, v in report["timings"].items())
+    lines += ["", "## Run", "", *(f"- **{k}**: {v}" for k, v in run.items())]
     if plot_name:
         lines += ["", f"## Precision@k and recall@k, k = 1..{proto['k']}", "", f"![curves]({plot_name})"]
     lines += ["", "## Parameters", "", "```json", json.dumps(report["params"], indent=1), "```", ""]
