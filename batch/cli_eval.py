@@ -15,7 +15,6 @@ from pathlib import Path
 import click
 
 from batch.cli import Context, _fail_cleanly, cli
-from batch.evaluation.split import EvaluationError
 from batch.params import RANKERS, TUNED_PATH, Params, load_params, tuned_document
 
 
@@ -30,9 +29,10 @@ def _load(obj: Context):
     from batch.job import code_version, dataset_checksum, resolve_data_dir
     from batch.movielens import load_dir
 
-    directory = resolve_data_dir(obj.data_dir)
-    ratings, movies = load_dir(directory)
-    return ratings, movies, {"dataset": directory.name, "dataset_sha256": dataset_checksum(directory),
+    directory = resolve_data_dir(obj.data_dir, release=obj.release)
+    ratings, movies = load_dir(directory, obj.release.fmt)
+    return ratings, movies, {"dataset": obj.release.name,
+                             "dataset_sha256": dataset_checksum(directory, obj.release),
                              "code_version": code_version()}
 
 
@@ -63,6 +63,7 @@ def evaluate(ctx, params_file, ranker, phase, cutoff, ease_l2, original_users, j
     from batch.evaluation.evaluate import DEFAULT_EASE_L2
     from batch.evaluation.evaluate import evaluate as run_evaluation
     from batch.evaluation.report import format_table, write_report
+    from batch.evaluation.split import EvaluationError  # imported here: scikit-learn is slow to load
 
     params = load_params(params_file).with_(ranker=ranker)
     if ease_l2 is None:
@@ -99,6 +100,7 @@ def tune(ctx, output, quick, seed):
     Example:
       recsys-batch --data-dir ../shared/data/ml-1m tune      # writes batch/tuned_params.json
     """
+    from batch.evaluation.split import EvaluationError
     from batch.evaluation.tuning import SMALL, SearchSpace, write_tuned
     from batch.evaluation.tuning import tune as run_tune
 
