@@ -159,3 +159,20 @@ def publish_small(client, prefix, small_dir):
         return run_job(small_dir, params, store, keep=keep).run_id
 
     return publish
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict]:
+    """The default Kubernetes install (`kubectl kustomize cronjobs/`), parsed."""
+    from tests.deploy_helpers import rendered_install
+
+    return rendered_install("default")
+
+
+@pytest.fixture(scope="module", params=("default", "sharded"))
+def install(request) -> list[dict]:
+    """Each Kubernetes install: default, and with the sharded-run component enabled."""
+    from tests.deploy_helpers import INSTALLS, rendered_install
+
+    assert request.param in INSTALLS
+    return rendered_install(request.param)

@@ -28,7 +28,6 @@ from tests.deploy_helpers import (
     CRONJOBS,
     HEAVY,
     IMAGES,
-    INSTALLS,
     K8S_VERSIONS,
     ROOT,
     RUNTIME_PACKAGE_LIBS,
@@ -42,7 +41,6 @@ from tests.deploy_helpers import (
     kustomization,
     raw_manifests,
     render_without_kubectl,
-    rendered_install,
     run_kubectl_kustomize,
     uv_sync_commands,
 )
@@ -51,16 +49,6 @@ from tests.deploy_helpers import (
 __all__ = ["BASE_IMAGE_LIBS", "HEAVY", "IMAGES", "ROOT", "RUNTIME_PACKAGE_LIBS", "app_container",
            "apt_installs", "builder_and_runtime", "copy_sources", "free_port", "render_without_kubectl",
            "uv_sync_commands"]
-
-
-@pytest.fixture(scope="module")
-def rendered() -> list[dict]:
-    return rendered_install("default")
-
-
-@pytest.fixture(scope="module", params=INSTALLS)
-def install(request) -> list[dict]:
-    return rendered_install(request.param)
 
 
 def test_kustomization_lists_every_manifest_and_each_exists():

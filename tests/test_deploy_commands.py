@@ -30,11 +30,6 @@ from tests.deploy_helpers import (
 )
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list[dict]:
-    return rendered_install("default")
-
-
 def _cli_argvs(objects: list[dict]) -> list[list[str]]:
     """Every recsys-batch command line the manifests and Dockerfile.batch run."""
     _, runtime = builder_and_runtime("batch")

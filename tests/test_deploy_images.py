@@ -25,14 +25,8 @@ from tests.deploy_helpers import (
     copy_sources,
     find,
     parse_dockerfile,
-    rendered_install,
     uv_sync_commands,
 )
-
-
-@pytest.fixture(scope="module")
-def rendered() -> list[dict]:
-    return rendered_install("default")
 
 
 @pytest.mark.parametrize("kind", sorted(DOCKERFILES))

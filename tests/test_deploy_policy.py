@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from tests.deploy_helpers import (
     BATCH_PEAK_RSS,
     IMAGES,
-    INSTALLS,
     app_container,
     base_name,
     builder_and_runtime,
@@ -24,19 +21,8 @@ from tests.deploy_helpers import (
     pod_spec,
     quantity,
     raw_manifests,
-    rendered_install,
     workloads,
 )
-
-
-@pytest.fixture(scope="module")
-def rendered() -> list[dict]:
-    return rendered_install("default")
-
-
-@pytest.fixture(scope="module", params=INSTALLS)
-def install(request) -> list[dict]:
-    return rendered_install(request.param)
 
 
 def test_cronjob_schedule_and_job_limits(rendered):
