@@ -84,9 +84,10 @@ class Lookup:
     """Serve lists for one key prefix from an injected Redis client."""
 
     def __init__(self, client: redis.Redis, keys: Keys | None = None, pointer_ttl: float = 1.0,
-                 cache_size: int = 20_000):
+                 cache_size: int = 20_000, retry_after: float = 1.0):
         self.client, self.keys, self.pointer_ttl = client, keys or Keys(), pointer_ttl
-        self.cache_size = cache_size
+        self.cache_size, self.retry_after = cache_size, retry_after
+        self._down_until = 0.0  # after a failure, skip Redis until then (no request waits twice)
         self._pointer: tuple[str, float] | None = None  # (run id, read at)
         self._runs: dict[str, _Run] = {}
         self._last_good: _Run | None = None
@@ -123,7 +124,16 @@ class Lookup:
         return run
 
     def _with_run(self, read):
-        """Call ``read(run)`` on the live run; on a retired run re-read ``current`` once."""
+        """Call ``read(run)`` on the live run; on a retired run re-read ``current`` once.
+
+        Returns None (serve the last known popular list, stale) while Redis is unavailable; after
+        a failure Redis is not asked again for ``retry_after`` seconds, so a hung server costs one
+        request a timeout, not every request.
+        """
+        if time.monotonic() < self._down_until:
+            if self._last_good is None:
+                raise StoreUnavailable("Redis unavailable (retrying shortly)")
+            return None
         try:
             for attempt in range(3):
                 try:
@@ -134,6 +144,7 @@ class Lookup:
                     self._runs.clear()
             raise StoreUnavailable("the live run keeps disappearing")
         except UNAVAILABLE as exc:
+            self._down_until = time.monotonic() + self.retry_after
             if self._last_good is None:
                 raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
             log.warning("Redis unavailable (%s); serving last known popular list", type(exc).__name__)

@@ -155,9 +155,14 @@ def test_hung_redis_answers_within_timeout_then_recovers(redis_process, small_di
         elapsed = time.monotonic() - started
         assert doc["stale"] is True and doc["run_id"] == run_id
         assert elapsed < 1.5, f"request took {elapsed:.2f}s with a 0.3s timeout"
+        started = time.monotonic()
+        for uid in range(1, 21):  # within RETRY_AFTER: no request waits for the hung server again
+            assert http.get(f"/recommendations/{uid}").get_json()["stale"] is True
+        assert time.monotonic() - started < 0.3
         assert http.get("/readyz").status_code == 503
     finally:
         os.kill(redis_process.proc.pid, signal.SIGCONT)
+    time.sleep(1.0)  # RETRY_AFTER
     doc = http.get("/recommendations/3").get_json()
     assert doc["source"] == "personalized" and "stale" not in doc
 
