@@ -35,7 +35,7 @@ class Context:
     def store(self) -> RunStore:
         if self._store is None:
             with redis_errors(self.redis_url):
-                client = connect(self.redis_url, data_dir=self.data_dir)
+                client = connect(self.redis_url)
                 client.ping()
             log.info("redis: %s", describe(client) if self.redis_url is None else redact_url(self.redis_url))
             self._store = RunStore(client, Keys(self.prefix))
@@ -58,8 +58,8 @@ def _fail_cleanly(func):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--redis-url", envvar="REDIS_URL", default=None,
-              help="Redis server URL (redis://, rediss://, unix://). Unset: embedded server under "
-                   "DATA_DIR/redis. [env: REDIS_URL]")
+              help="Redis server URL (redis://, rediss://, unix://, redis+cluster://). Unset: an embedded "
+                   "server persisted in $RECSYS_EMBEDDED_DIR (default data/redis). [env: REDIS_URL]")
 @click.option("--prefix", envvar="RECSYS_PREFIX", default=DEFAULT_PREFIX,
               help="Key prefix in Redis. [env: RECSYS_PREFIX]")
 @click.option("--data-dir", envvar="RECSYS_DATA_DIR", default="data",

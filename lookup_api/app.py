@@ -15,9 +15,9 @@ from lookup_api.service import Lookup
 log = logging.getLogger(__name__)
 
 DEFAULTS = {
-    "REDIS_URL": None,  # unset: embedded redis-server under DATA_DIR/redis (quickstart)
+    "REDIS_URL": None,  # unset: embedded redis-server under EMBEDDED_DIR (quickstart)
     "PREFIX": DEFAULT_PREFIX,
-    "DATA_DIR": "data",
+    "EMBEDDED_DIR": None,  # default: $RECSYS_EMBEDDED_DIR, else data/redis
     "REDIS_SOCKET_TIMEOUT": 1.0,  # seconds per Redis call: no request waits longer on Redis
     "REDIS_CONNECT_TIMEOUT": 0.5,
     "POINTER_TTL": 1.0,  # seconds the live run id is cached in-process
@@ -46,7 +46,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     client = app.config.get("REDIS_CLIENT") or connect(
         app.config["REDIS_URL"],
-        data_dir=app.config["DATA_DIR"],
+        embedded_dir=app.config["EMBEDDED_DIR"],
         socket_timeout=float(app.config["REDIS_SOCKET_TIMEOUT"]),
         connect_timeout=float(app.config["REDIS_CONNECT_TIMEOUT"]),
         retries=1,

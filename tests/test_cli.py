@@ -100,25 +100,36 @@ def test_second_concurrent_run_is_refused(base, client, prefix):
 
 
 def test_embedded_redis_persists_across_processes(small_dir, tmp_path):
-    """No REDIS_URL: the job uses an embedded server under DATA_DIR and a later process sees the run."""
+    """No REDIS_URL: an embedded server under RECSYS_EMBEDDED_DIR; later processes (CLI, API) see the run.
+
+    The dataset directory is read-only, as ../shared/data is: nothing may be written next to it.
+    """
     import os
+    import stat
     import subprocess
     import sys
 
-    data = tmp_path / "cache"
+    data = tmp_path / "readonly-data"
     data.mkdir()
     for name in ("ratings.dat", "movies.dat"):
         (data / name).write_bytes((small_dir / name).read_bytes())
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    data.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    embedded = tmp_path / "state" / "redis"
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {"RECSYS_EMBEDDED_DIR": str(embedded)}
     cmd = [sys.executable, "-c", "from batch.cli import main; main()", "--data-dir", str(data)]
     ran = subprocess.run([*cmd, "run", "--top-n", "5"], env=env, capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr
-    assert "redis-cli -s" in ran.stdout
-    assert (data / "redis" / "recsys.rdb").exists()  # saved when the job's server shut down
+    assert "redis-cli -s" in ran.stdout and "shutdown failed" not in ran.stderr
+    assert (embedded / "recsys.rdb").exists()  # saved when the job's server shut down
+    assert sorted(p.name for p in data.iterdir()) == ["movies.dat", "ratings.dat"]
     status = subprocess.run([*cmd, "status"], env=env, capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
     run_id = re.search(r"run (\S+) published", ran.stdout).group(1)
     assert f"live run: {run_id}" in status.stdout
+    api = ("from lookup_api import create_app; c = create_app().test_client(); "
+           "print(c.get('/recommendations/1').get_json()['run_id'])")
+    served = subprocess.run([sys.executable, "-c", api], env=env, capture_output=True, text=True, timeout=60)
+    assert served.stdout.strip() == run_id, served.stderr
 
 
 def test_bad_params_file_is_a_clean_error(base, tmp_path):
