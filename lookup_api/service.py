@@ -126,9 +126,10 @@ class Lookup:
     def _with_run(self, read):
         """Call ``read(run)`` on the live run; on a retired run re-read ``current`` once.
 
-        Returns None (serve the last known popular list, stale) while Redis is unavailable; after
-        a failure Redis is not asked again for ``retry_after`` seconds, so a hung server costs one
-        request a timeout, not every request.
+        Returns None (serve the last known popular list, stale) while Redis is unavailable.  After
+        a *timeout* Redis is not asked again for ``retry_after`` seconds, so a hung server costs one
+        request a timeout, not every request; refused connections fail fast and are retried at once
+        (on a cluster with one master down, lookups on the other masters keep working).
         """
         if time.monotonic() < self._down_until:
             if self._last_good is None:
@@ -144,7 +145,8 @@ class Lookup:
                     self._runs.clear()
             raise StoreUnavailable("the live run keeps disappearing")
         except UNAVAILABLE as exc:
-            self._down_until = time.monotonic() + self.retry_after
+            if isinstance(exc, redis.TimeoutError):  # slow failures only: a refused connection is instant
+                self._down_until = time.monotonic() + self.retry_after
             if self._last_good is None:
                 raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
             log.warning("Redis unavailable (%s); serving last known popular list", type(exc).__name__)
