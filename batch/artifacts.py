@@ -81,10 +81,15 @@ def load(directory: Path | str):
     manifest_path = directory / "manifest.json"
     if not manifest_path.is_file():
         raise ArtifactsError(f"{manifest_path}: no artifacts here (run `recsys-batch train` first)")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactsError(f"{manifest_path}: unreadable manifest: {exc}") from None
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ArtifactsError(f"{manifest_path}: format version {manifest.get('format_version')} is not "
                          f"{FORMAT_VERSION}; retrain with this version")
+    if not (directory / "arrays.npz").is_file() or not (directory / "catalogue.json").is_file():
+        raise ArtifactsError(f"{directory}: arrays.npz or catalogue.json is missing; train again")
     with np.load(directory / "arrays.npz", allow_pickle=False) as a:
         data = Interactions(a["user_ids"], a["item_ids"], _from_csr(a, "ratings"))
         models = Models(

@@ -33,6 +33,7 @@ class Context:
         self._store: RunStore | None = None
 
     def store(self) -> RunStore:
+        """Return the RunStore on the configured Redis (connected and pinged on first use)."""
         if self._store is None:
             with redis_errors(self.redis_url):
                 client = connect(self.redis_url)
@@ -87,10 +88,12 @@ def cli(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet):
 
 
 @cli.command()
-@click.option("--top-n", type=click.IntRange(1, 1000), help="List length per user [default: 50].")
-@click.option("--candidates", type=click.IntRange(1, 5000), help="ALS candidates per user [default: 100].")
+@click.option("--top-n", type=click.IntRange(1, 1000),
+              help="List length per user [default: from the tuned file, else 50].")
+@click.option("--candidates", type=click.IntRange(1, 5000),
+              help="ALS candidates per user [default: from the tuned file (200), else 100].")
 @click.option("--content-candidates", type=click.IntRange(0, 5000),
-              help="TF-IDF genre candidates per user [default: 30].")
+              help="TF-IDF genre candidates per user [default: from the tuned file, else 30].")
 @click.option("--ranker", type=click.Choice(RANKERS),
               help="svd: SVD predicted rating (original design); blend: tuned blend.")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -130,101 +133,15 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, dataset_url, **overr
     if store is None:
         result = run_job(obj.data_dir, params, None, url=dataset_url, release=obj.release)
     else:
-        with redis_errors(obj.redis_url), store.lock(ttl=lock_ttl):
+        with redis_errors(obj.redis_url), store.lock(ttl=lock_ttl) as token:
             result = run_job(obj.data_dir, params, store, keep=keep, url=dataset_url,
-                             progress=sys.stderr.isatty(), release=obj.release)
+                             progress=sys.stderr.isatty(), release=obj.release, token=token)
     t = result.timings
     verb = "computed (dry run)" if dry_run else "published"
     click.echo(f"run {result.run_id} {verb}: {result.users} users, {result.items} movies, "
                f"{result.ratings} ratings in {t.get('total', 0):.1f}s")
     if not dry_run:
         click.echo(f"redis: {describe(store.client)}; inspect: recsys-batch status")
-
-
-ARTIFACTS_HELP = "Directory for model artifacts shared by train, score and publish (e.g. a volume)."
-
-
-@cli.command()
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), required=True,
-              envvar="RECSYS_ARTIFACTS", help=ARTIFACTS_HELP + " [env: RECSYS_ARTIFACTS]")
-@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Parameter file written by `tune` [default: the tuned file, else defaults].")
-@click.option("--top-n", type=click.IntRange(1, 1000), help="List length per user.")
-@click.option("--ranker", type=click.Choice(RANKERS))
-@click.option("--lock-ttl", type=click.FloatRange(1), default=3600.0,
-              help="Seconds the batch lock is leased to this sharded run (released by publish).")
-@click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
-              help="Mirror of the release's zip (checksums are still verified).")
-@click.pass_obj
-@_fail_cleanly
-def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset_url):
-    """Sharded run, step 1: train once and write artifacts for `score --shard`.
-
-    \b
-    Example:
-      recsys-batch train --artifacts /shared/run
-      recsys-batch score --artifacts /shared/run --shard 0/3   # one per shard, in parallel
-      recsys-batch publish --artifacts /shared/run --shards 3
-    """
-    from batch.sharded import train_job
-
-    params = load_params(params_file).with_(top_n=top_n, ranker=ranker)
-    with redis_errors(obj.redis_url):
-        manifest = train_job(obj.data_dir, params, artifacts, obj.store(), release=obj.release,
-                             url=dataset_url, lock_ttl=lock_ttl)
-    click.echo(f"run {manifest['run_id']} trained: artifacts in {artifacts}")
-
-
-@cli.command()
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), required=True,
-              envvar="RECSYS_ARTIFACTS", help=ARTIFACTS_HELP)
-@click.option("--shard", required=True, envvar="RECSYS_SHARD",
-              help="I/N: score the I-th of N user slices (0-based). With JOB_COMPLETION_INDEX set "
-                   "(Kubernetes Indexed Job), '$JOB_COMPLETION_INDEX/N' may be given as 'index/N'.")
-@click.pass_obj
-@_fail_cleanly
-def score(obj: Context, artifacts, shard):
-    """Sharded run, step 2: score one slice of users into the pending run.
-
-    \b
-    Example:
-      recsys-batch score --artifacts /shared/run --shard 1/3
-    """
-    import os
-
-    from batch.sharded import parse_shard, score_job
-
-    if shard.startswith("index/"):
-        shard = f"{os.environ.get('JOB_COMPLETION_INDEX', '')}/{shard.split('/', 1)[1]}"
-    try:
-        index, total = parse_shard(shard)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--shard") from None
-    with redis_errors(obj.redis_url):
-        written = score_job(artifacts, (index, total), obj.store())
-    click.echo(f"shard {index}/{total}: {written} user lists written")
-
-
-@cli.command()
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), required=True,
-              envvar="RECSYS_ARTIFACTS", help=ARTIFACTS_HELP)
-@click.option("--shards", type=click.IntRange(1), required=True, help="How many shards the run has.")
-@click.option("--keep", type=click.IntRange(1, 100), default=DEFAULT_KEEP,
-              help="Complete runs to keep in Redis (older ones are deleted).")
-@click.pass_obj
-@_fail_cleanly
-def publish(obj: Context, artifacts, shards, keep):
-    """Sharded run, step 3: flip `current` once every shard is complete.
-
-    \b
-    Example:
-      recsys-batch publish --artifacts /shared/run --shards 3
-    """
-    from batch.sharded import publish_job
-
-    with redis_errors(obj.redis_url):
-        report = publish_job(artifacts, shards, obj.store(), keep=keep)
-    click.echo(f"run {report.run_id} published: {report.users} users from {shards} shards")
 
 
 @cli.command("download")
@@ -287,7 +204,7 @@ def show(obj: Context, user_id, n):
     Example:
       recsys-batch show 42 -n 5
     """
-    from lookup_api.service import Lookup, NoLiveRun
+    from lookup_api.service import Lookup, NoLiveRun, StoreUnavailable
 
     store = obj.store()
     try:
@@ -295,6 +212,9 @@ def show(obj: Context, user_id, n):
             result = Lookup(store.client, store.keys).recommendations(user_id, n)
     except NoLiveRun as exc:
         raise click.ClickException(str(exc)) from None
+    except StoreUnavailable:
+        raise click.ClickException(
+            f"the live run {store.current()} has no keys (deleted?); see `recsys-batch status`") from None
     click.echo(f"user {user_id}: {result.source} list from run {result.run_id}")
     for rank, item in enumerate(result.items, start=1):
         click.echo(f"{rank:3d}. {item['title']} [{'|'.join(item['genres'])}] "
@@ -324,4 +244,4 @@ def main() -> None:
     cli(prog_name="recsys-batch")
 
 
-from batch import cli_eval  # noqa: E402,F401  (registers evaluate/tune)
+from batch import cli_eval, cli_sharded  # noqa: E402,F401  (register evaluate/tune, train/score/publish)

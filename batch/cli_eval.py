@@ -77,6 +77,7 @@ def evaluate(ctx, params_file, ranker, phase, cutoff, ease_l2, original_users, j
     report.update(provenance, command=_command_line(ctx))
     click.echo(format_table(report, cutoff))
     if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=1) + "\n")
         click.echo(f"json: {json_path}")
     if report_dir:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batch.movielens import ML_1M_FORMAT, Format
+from lookup_api.connection import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,10 @@ def _fetch(url: str, dest: Path, timeout: float) -> tuple[str, str]:
                 sha.update(chunk)
                 received += len(chunk)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise DownloadError(f"download of {url} failed: {exc}") from None
+        raise DownloadError(f"download of {redact_url(url)} failed: {exc}") from None
     if expected is not None and received != int(expected):
         raise DownloadError(
-            f"download of {url} was truncated: got {received} of {expected} bytes"
+            f"download of {redact_url(url)} was truncated: got {received} of {expected} bytes"
         )
     return md5.hexdigest(), sha.hexdigest()
 
@@ -102,7 +103,7 @@ def _published_md5(url: str, dest: Path, timeout: float) -> str:
     _fetch(url + ".md5", dest, timeout)
     match = re.search(r"\b[0-9a-f]{32}\b", dest.read_text(errors="replace").lower())
     if not match:
-        raise DownloadError(f"{url}.md5 holds no md5 checksum")
+        raise DownloadError(f"{redact_url(url)}.md5 holds no md5 checksum")
     return match.group(0)
 
 
@@ -120,16 +121,23 @@ def download(
     if is_complete(target, release) and not force:
         log.info("%s already present in %s", release.name, target)
         return target
-    data_dir.mkdir(parents=True, exist_ok=True)
     url = url or release.url
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return _download_into(data_dir, target, release, url, timeout)
+    except OSError as exc:  # read-only or full data directory, and the like
+        raise DownloadError(f"cannot write the dataset under {data_dir}: {exc.strerror or exc}") from None
+
+
+def _download_into(data_dir: Path, target: Path, release: Release, url: str, timeout: float) -> Path:
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{release.name}-") as tmp:
         archive = Path(tmp) / "archive.zip"
-        log.info("downloading %s", url)
+        log.info("downloading %s", redact_url(url))
         md5, sha = _fetch(url, archive, timeout)
         want_md5 = release.md5 or _published_md5(url, Path(tmp) / "archive.md5", timeout)
         if md5 != want_md5 or (release.sha256 and sha != release.sha256):
             raise DownloadError(
-                f"checksum mismatch for {url}: md5 {md5} (expected {want_md5}), "
+                f"checksum mismatch for {redact_url(url)}: md5 {md5} (expected {want_md5}), "
                 f"sha256 {sha} (expected {release.sha256 or 'not pinned'}); nothing was written"
             )
         staging = Path(tmp) / "extract"

@@ -135,8 +135,12 @@ def run_job(
     url: str | None = None,
     progress: bool = False,
     release: Release = ML_1M,
+    token: str | None = None,
 ) -> JobResult:
-    """Train on every rating, rank for every user, and publish (``store=None``: dry run)."""
+    """Train on every rating, rank for every user, and publish (``store=None``: dry run).
+
+    ``token``: the batch lock this run holds; publishing is refused if it was lost meanwhile.
+    """
     started = time.perf_counter()
     loaded = load_stage(data_dir, release, url)
     data, timings = loaded.data, {"load": loaded.seconds}
@@ -163,7 +167,7 @@ def run_job(
 
             lists = tqdm(lists, total=data.n_users, desc="publish", unit="user")
         meta = run_meta(loaded, params, timings, empty_lists=str(empty))
-        result.published = store.publish(run_id, lists, popular, meta, keep=keep)
+        result.published = store.publish(run_id, lists, popular, meta, keep=keep, token=token)
         timings["publish"] = time.perf_counter() - stage
     timings["total"] = time.perf_counter() - started
     log.info("stage timings: %s", ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))

@@ -78,6 +78,9 @@ def _parse(path: Path, data: bytes, fmt: Format) -> pd.DataFrame:
         raise _explain(path, data, fmt) from None
     if frame.isna().to_numpy().any():
         raise _explain(path, data, fmt)
+    separators = data.count(b"," if fmt.kind == "csv" else b"::") - (3 if fmt.kind == "csv" else 0)
+    if separators != 3 * len(frame):  # a line with extra fields would shift columns silently
+        raise _explain(path, data, fmt)
     return frame
 
 

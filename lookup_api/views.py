@@ -63,11 +63,13 @@ def _error(status: int, message: str) -> tuple[Response, int]:
 
 @bp.errorhandler(BadRequest)
 def bad_request(exc: BadRequest):
+    """Answer invalid input with 400 JSON."""
     return _error(400, str(exc))
 
 
 @bp.errorhandler(NoLiveRun)
 def no_live_run(exc: NoLiveRun):
+    """Answer 503 JSON before the first run is published."""
     return _error(503, f"not ready: {exc}")
 
 
@@ -75,6 +77,7 @@ def no_live_run(exc: NoLiveRun):
 @bp.errorhandler(redis.RedisError)
 @bp.errorhandler(redis.exceptions.RedisClusterException)
 def store_unavailable(exc: Exception):
+    """Answer 503 JSON when Redis fails and nothing cached can stand in."""
     return _error(503, "recommendation store unavailable; retry shortly")
 
 

@@ -181,6 +181,16 @@ def test_pointer_race_retries_on_the_new_run_never_mixes(make_app, publish_small
     assert http.get("/recommendations/4").get_json()["run_id"] == second
 
 
+def test_half_deleted_run_never_serves_popular_to_a_known_user(make_app, publish_small, client, prefix):
+    first = publish_small()
+    http = make_app(POINTER_TTL=3600.0).test_client()
+    assert http.get("/recommendations/4").get_json()["run_id"] == first
+    second = publish_small()
+    client.unlink(Keys(prefix).user(first, 6))  # `first` is being deleted: user 6 already gone
+    doc = http.get("/recommendations/6").get_json()
+    assert doc["source"] == "personalized" and doc["run_id"] == second
+
+
 def test_stale_popular_while_redis_is_down_then_recovers(redis_process, small_dir):
     from batch.job import run_job
     from batch.params import Params
@@ -236,16 +246,21 @@ def test_first_items_cuts_exactly_like_parsing_everything(n):
     assert first_items(encode_items(items), n) == items[:n]
 
 
-def test_without_list_cache_reads_redis_every_time(make_app, publish_small):
+def test_without_list_cache_reads_redis_every_time(make_app, publish_small, client, prefix):
     run_id = publish_small()
     http = make_app(LIST_CACHE_SIZE=0).test_client()
     assert len(http.get("/recommendations/3?n=4").get_json()["items"]) == 4
-    assert http.get("/recommendations/3?n=20").get_json()["run_id"] == run_id
+    key = Keys(prefix).user(run_id, 3)
+    client.set(key, client.get(key).replace(b'"score":', b'"score":1000.0,"was":', 1))
+    first = http.get("/recommendations/3?n=20").get_json()["items"][0]
+    assert first["score"] == 1000.0  # read from Redis again, not from a cache
 
 
 def test_response_is_compact_json_with_latin1_titles_intact(api):
     http, _ = api
-    raw = http.get("/recommendations/1?n=20").get_data()
+    raw = http.get("/popular?n=20").get_data()
     assert b": " not in raw[:40]
     doc = json.loads(raw)
     assert all(isinstance(it["movie_id"], int) for it in doc["items"])
+    titles = [it["title"] for it in doc["items"]]
+    assert any("Café" in t for t in titles), titles  # latin-1 in movies.dat, UTF-8 JSON out

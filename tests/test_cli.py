@@ -12,7 +12,7 @@ from batch.cli import cli
 from batch.store import RunStore
 from lookup_api.keys import Keys
 
-COMMANDS = ["run", "download", "status", "show", "rollback"]
+COMMANDS = ["run", "download", "status", "show", "rollback", "train", "score", "publish", "evaluate", "tune"]
 
 
 def invoke(*args, env=None):
@@ -30,6 +30,15 @@ def test_help_for_every_command(command):
     result = invoke(*([command] if command else []), "--help")
     assert result.exit_code == 0
     assert "Example" in result.output
+
+
+def test_every_command_is_registered_and_documented_in_the_readme():
+    from pathlib import Path
+
+    assert set(cli.commands) == set(COMMANDS)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for command in COMMANDS:
+        assert f"`{command}" in readme, command
 
 
 def test_run_status_show_rollback(base, client, prefix):

@@ -135,4 +135,5 @@ def test_blend_ranker_changes_only_the_order(data):
     svd = pipeline.recommend(models, inter, base)
     blend = pipeline.recommend(models, inter, base.with_(ranker="blend", blend_als=5.0, blend_pop=0.5))
     for u in range(inter.n_users):
-        assert set(svd.items[u]) == set(blend.items[u])
+        assert set(svd.items[u]) == set(blend.items[u])  # same candidates, all kept (top_n = 12)
+    assert (svd.items != blend.items).any()  # ...in a different order

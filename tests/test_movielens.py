@@ -111,3 +111,9 @@ def test_real_ml1m_loads_fast_and_exactly(real_data):
     assert len(np.unique(ratings.user_ids)) == 6040 and len(np.unique(ratings.movie_ids)) == 3706
     assert np.bincount(ratings.ratings.astype(int))[1:].tolist() == [56174, 107557, 261197, 348971, 226310]
     assert elapsed < 2.0, f"loading ML-1M took {elapsed:.2f}s"
+
+
+def test_extra_field_on_every_line_is_not_silently_shifted(tmp_path):
+    write(tmp_path, ratings="9::1::1::5::978300760\n9::2::1::4::978300761\n")
+    with pytest.raises(DataError, match=r"ratings.dat:1: expected 4 '::'-separated fields, found 5"):
+        load_dir(tmp_path)

@@ -77,12 +77,48 @@ def test_rollback_default_explicit_and_refused(store):
         store.rollback("20250101T000000Z-dead")
 
 
-def test_rolled_back_run_survives_the_next_publish(store):
+def test_rolled_back_run_survives_the_next_publish_and_the_bad_one_goes(store, client):
+    for i, run_id in enumerate(["20260101T000000Z-aaaa", "20260102T000000Z-bbbb"]):
+        publish(store, run_id, ts=str(i + 1))
+    store.rollback()  # bbbb was bad: back to aaaa
+    publish(store, "20260103T000000Z-cccc", keep=2, ts="3")
+    assert [r for r, _ in store.runs()] == ["20260103T000000Z-cccc", "20260101T000000Z-aaaa"]
+    assert run_keys(client, store.keys, "20260102T000000Z-bbbb") == set()
+    assert store.rollback() == "20260101T000000Z-aaaa"  # the good run, not the bad one
+    with pytest.raises(StoreError, match="no earlier complete run"):
+        store.rollback()  # cccc is now marked rolled back from; nothing older
+
+
+def test_previous_live_run_is_kept_for_readers(store):
     for i, run_id in enumerate(["20260101T000000Z-aaaa", "20260102T000000Z-bbbb"]):
         publish(store, run_id, ts=str(i + 1))
     store.rollback("20260101T000000Z-aaaa")
-    publish(store, "20260103T000000Z-cccc", keep=1, ts="3")
-    assert [r for r, _ in store.runs()] == ["20260103T000000Z-cccc"]
+    store.rollback("20260102T000000Z-bbbb")  # an explicit rollback clears its own mark
+    publish(store, "20260103T000000Z-cccc", keep=2, ts="3")
+    assert [r for r, _ in store.runs()] == ["20260103T000000Z-cccc", "20260102T000000Z-bbbb"]
+
+
+def test_a_run_that_lost_its_lock_neither_flips_nor_deletes_the_new_holders_keys(store, client):
+    publish(store, "20260101T000000Z-aaaa", ts="1")
+    token_a = store.acquire(ttl=60)
+    store.write_lists("20260102T000000Z-bbbb", lists_for("b"))
+    client.delete(store.keys.lock)  # A's lock expired...
+    token_b = store.acquire(ttl=60)  # ...and B took it and is writing
+    store.write_lists("20260103T000000Z-cccc", lists_for("c"))
+    with pytest.raises(StoreError, match="lost the batch lock"):
+        store.finalize("20260102T000000Z-bbbb", b"[]", [1, 2, 3], {"created_ts": "2"}, token=token_a)
+    assert store.current() == "20260101T000000Z-aaaa"
+    assert run_keys(client, store.keys, "20260103T000000Z-cccc")  # B's pending lists are intact
+    store.finalize("20260103T000000Z-cccc", b"[]", [1, 2, 3], {"created_ts": "3"}, token=token_b)
+    assert store.current() == "20260103T000000Z-cccc"
+
+
+def test_rollback_is_refused_while_a_run_holds_the_lock(store):
+    for i, run_id in enumerate(["20260101T000000Z-aaaa", "20260102T000000Z-bbbb"]):
+        publish(store, run_id, ts=str(i + 1))
+    with store.lock(), pytest.raises(LockedError):
+        store.rollback()
+    assert store.current() == "20260102T000000Z-bbbb"
 
 
 def test_lock_is_exclusive_and_expires(store, client):
@@ -122,3 +158,11 @@ def test_connection_errors_become_store_errors():
     with pytest.raises(StoreError) as err, redis_errors("redis://:s3cret@127.0.0.1:1/0"):
         dead.ping()
     assert "s3cret" not in str(err.value) and "***" in str(err.value)
+
+
+def test_passwords_are_redacted_everywhere_in_urls():
+    from lookup_api.connection import redact_url
+
+    assert redact_url("redis://:s3cret@h:6379/0") == "redis://:***@h:6379/0"
+    assert redact_url("redis://h:6379/0?password=s3cret&db=2") == "redis://h:6379/0?password=***&db=2"
+    assert redact_url("https://u:pw@mirror/ml-1m.zip") == "https://u:***@mirror/ml-1m.zip"

@@ -1,0 +1,101 @@
+"""``recsys-batch train`` / ``score`` / ``publish``: the sharded variant of ``run``.
+
+Registered on the group by the import at the end of :mod:`batch.cli`; the work is in
+:mod:`batch.sharded`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from batch.cli import Context, _fail_cleanly, cli
+from batch.params import RANKERS, load_params
+from batch.store import redis_errors
+from lookup_api.keys import DEFAULT_KEEP
+
+ARTIFACTS_HELP = "Directory for model artifacts shared by train, score and publish (e.g. a volume)."
+
+
+@cli.command()
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), required=True,
+              envvar="RECSYS_ARTIFACTS", help=ARTIFACTS_HELP + " [env: RECSYS_ARTIFACTS]")
+@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Parameter file written by `tune` [default: the tuned file, else defaults].")
+@click.option("--top-n", type=click.IntRange(1, 1000), help="List length per user.")
+@click.option("--ranker", type=click.Choice(RANKERS))
+@click.option("--lock-ttl", type=click.FloatRange(1), default=3600.0,
+              help="Seconds the batch lock is leased to this sharded run (released by publish).")
+@click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
+              help="Mirror of the release's zip (checksums are still verified).")
+@click.pass_obj
+@_fail_cleanly
+def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset_url):
+    """Sharded run, step 1: train once and write artifacts for `score --shard`.
+
+    \b
+    Example:
+      recsys-batch train --artifacts /shared/run
+      recsys-batch score --artifacts /shared/run --shard 0/3   # one per shard, in parallel
+      recsys-batch publish --artifacts /shared/run --shards 3
+    """
+    from batch.sharded import train_job
+
+    params = load_params(params_file).with_(top_n=top_n, ranker=ranker)
+    with redis_errors(obj.redis_url):
+        manifest = train_job(obj.data_dir, params, artifacts, obj.store(), release=obj.release,
+                             url=dataset_url, lock_ttl=lock_ttl)
+    click.echo(f"run {manifest['run_id']} trained: artifacts in {artifacts}")
+
+
+@cli.command()
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), required=True,
+              envvar="RECSYS_ARTIFACTS", help=ARTIFACTS_HELP)
+@click.option("--shard", required=True, envvar="RECSYS_SHARD",
+              help="I/N: score the I-th of N user slices (0-based). With JOB_COMPLETION_INDEX set "
+                   "(Kubernetes Indexed Job), '$JOB_COMPLETION_INDEX/N' may be given as 'index/N'.")
+@click.pass_obj
+@_fail_cleanly
+def score(obj: Context, artifacts, shard):
+    """Sharded run, step 2: score one slice of users into the pending run.
+
+    \b
+    Example:
+      recsys-batch score --artifacts /shared/run --shard 1/3
+    """
+    import os
+
+    from batch.sharded import parse_shard, score_job
+
+    if shard.startswith("index/"):
+        shard = f"{os.environ.get('JOB_COMPLETION_INDEX', '')}/{shard.split('/', 1)[1]}"
+    try:
+        index, total = parse_shard(shard)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shard") from None
+    with redis_errors(obj.redis_url):
+        written = score_job(artifacts, (index, total), obj.store())
+    click.echo(f"shard {index}/{total}: {written} user lists written")
+
+
+@cli.command()
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), required=True,
+              envvar="RECSYS_ARTIFACTS", help=ARTIFACTS_HELP)
+@click.option("--shards", type=click.IntRange(1), required=True, help="How many shards the run has.")
+@click.option("--keep", type=click.IntRange(1, 100), default=DEFAULT_KEEP,
+              help="Complete runs to keep in Redis (older ones are deleted).")
+@click.pass_obj
+@_fail_cleanly
+def publish(obj: Context, artifacts, shards, keep):
+    """Sharded run, step 3: flip `current` once every shard is complete.
+
+    \b
+    Example:
+      recsys-batch publish --artifacts /shared/run --shards 3
+    """
+    from batch.sharded import publish_job
+
+    with redis_errors(obj.redis_url):
+        report = publish_job(artifacts, shards, obj.store(), keep=keep)
+    click.echo(f"run {report.run_id} published: {report.users} users from {shards} shards")
