@@ -3,7 +3,8 @@
 ``Lookup.recommendations(user_id, n)`` decides *what* to serve; the HTTP layer only
 validates and serialises.  Run contents are immutable once ``current`` points at them,
 so a run's metadata, popular list and the user lists already read are cached in-process
-for the live run (bounded by ``cache_size`` entries); the live run id itself is cached for
+for the live run as the stored JSON bytes (bounded by ``cache_size`` entries) and served
+by slicing those bytes, never parsed and re-serialised; the live run id itself is cached for
 ``pointer_ttl`` seconds, so a response can lag a flip by at most that long.  If the
 cached run has been retired between two reads, the lookup re-reads ``current`` and
 retries: a response never mixes two runs.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
 
@@ -36,14 +37,19 @@ class StoreUnavailable(Exception):
 
 @dataclass
 class Result:
-    """What to serve: the items (already sliced) and where they came from."""
+    """What to serve and where it came from; ``items_json`` is the JSON array, already sliced."""
 
     user_id: int | None
     source: str
     run_id: str
     generated_at: str | None
-    items: list[dict]
+    items_json: bytes
     stale: bool = False
+
+    @property
+    def items(self) -> list[dict]:
+        """The items, parsed."""
+        return json.loads(self.items_json)
 
 
 @dataclass
@@ -51,29 +57,31 @@ class _Run:
     run_id: str
     generated_at: str | None
     top_n: int
-    popular: list[dict] = field(default_factory=list)
+    popular: bytes = b"[]"  # the stored JSON, never re-serialised
     users: frozenset[int] | None = None  # ids with a list; None: unknown, ask Redis
 
 
 _ITEM_START = b',{"movie_id":'
 
 
-def first_items(raw: bytes, n: int) -> list[dict]:
-    """Parse only the first ``n`` items of a stored list.
+def first_items_json(raw: bytes, n: int) -> bytes:
+    """Return the JSON array of the first ``n`` items of a stored list, without parsing it.
 
     Stored lists are compact JSON with ``movie_id`` as each item's first key, so the byte
     sequence ``,{"movie_id":`` starts every item after the first and cannot occur inside a
-    string (where every quote is escaped): cutting there is safe and skips parsing the rest.
+    string (where every quote is escaped): cutting there is exact.
     """
-    cut, pos = len(raw) - 1, 0
+    pos = 0
     for _ in range(n):
         pos = raw.find(_ITEM_START, pos + 1)
         if pos < 0:
-            break
-        cut = pos
-    else:
-        return json.loads(raw[:cut] + b"]")
-    return json.loads(raw)
+            return raw
+    return raw[:pos] + b"]"
+
+
+def first_items(raw: bytes, n: int) -> list[dict]:
+    """Parse only the first ``n`` items of a stored list."""
+    return json.loads(first_items_json(raw, n))
 
 
 def _text(value) -> str | None:
@@ -92,7 +100,7 @@ class Lookup:
         self._runs: dict[str, _Run] = {}
         self._last_good: _Run | None = None
         # (run id, that run's lists): swapped as one tuple, so threads never mix two runs' lists
-        self._lists: tuple[str | None, dict[int, list[dict] | None]] = (None, {})
+        self._lists: tuple[str | None, dict[int, bytes | None]] = (None, {})
 
     def _current(self, refresh: bool = False) -> _Run:
         now = time.monotonic()
@@ -115,10 +123,10 @@ class Lookup:
         (created, top_n), popular, users = pipe.execute()
         if popular is None:
             raise KeyError(run_id)  # retired under us
-        run = _Run(run_id, _text(created), int(top_n or 0), json.loads(popular),
+        run = _Run(run_id, _text(created), int(top_n or 0), popular,
                    None if users is None else frozenset(json.loads(users)))
         if not run.top_n:
-            run.top_n = len(run.popular)
+            run.top_n = len(json.loads(popular))
         self._runs = {run_id: run}  # keep only the live run's cache
         self._last_good = run
         return run
@@ -163,7 +171,7 @@ class Lookup:
         run = self._with_run(lambda run: run)
         if run is None:
             return self._stale(None, n)
-        return Result(None, POPULAR, run.run_id, run.generated_at, run.popular[:n])
+        return Result(None, POPULAR, run.run_id, run.generated_at, first_items_json(run.popular, n))
 
     def recommendations(self, user_id: int, n: int) -> Result:
         """Return the user's list, or the popular list when the run has none for them."""
@@ -182,26 +190,22 @@ class Lookup:
                 if raw is None and (run.users is not None  # a known user's list is gone: retired
                                     or not self.client.exists(self.keys.popular(run.run_id))):
                     raise KeyError(run.run_id)  # retry on the new live run
-                if raw is None:
-                    items = None
-                elif self.cache_size:
-                    items = json.loads(raw)  # whole list: later requests may ask for more
-                else:
-                    items = first_items(raw, n)
+                items = raw  # bytes: cheap to keep, invisible to the garbage collector
                 if self.cache_size:
                     if len(lists) >= self.cache_size:
                         lists.clear()
                     lists[user_id] = items
             if items is not None:
-                return Result(user_id, PERSONALIZED, run.run_id, run.generated_at, items[:n])
-            return Result(user_id, POPULAR, run.run_id, run.generated_at, run.popular[:n])
+                return Result(user_id, PERSONALIZED, run.run_id, run.generated_at, first_items_json(items, n))
+            return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items_json(run.popular, n))
 
         result = self._with_run(read)
         return result if result is not None else self._stale(user_id, n)
 
     def _stale(self, user_id: int | None, n: int) -> Result:
         run = self._last_good
-        return Result(user_id, POPULAR, run.run_id, run.generated_at, run.popular[:n], stale=True)
+        return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items_json(run.popular, n),
+                      stale=True)
 
     def ready(self) -> tuple[bool, str]:
         """Return (ready, reason): Redis answers and a live run with its keys exists."""

@@ -43,18 +43,15 @@ def _parse_n(max_n: int) -> int:
 
 
 def _respond(result: Result) -> Response:
-    body = {
-        "user_id": result.user_id,
-        "source": result.source,
-        "run_id": result.run_id,
-        "generated_at": result.generated_at,
-        "items": result.items,
-    }
+    head = {"user_id": result.user_id, "source": result.source, "run_id": result.run_id,
+            "generated_at": result.generated_at}
     if result.user_id is None:
-        del body["user_id"]
+        del head["user_id"]
     if result.stale:
-        body["stale"] = True
-    return Response(json.dumps(body, separators=(",", ":"), ensure_ascii=False), mimetype="application/json")
+        head["stale"] = True
+    # splice the stored, already-serialised items into the envelope: no parse, no re-encode
+    body = json.dumps(head, separators=(",", ":")).encode()[:-1] + b',"items":' + result.items_json + b"}"
+    return Response(body, mimetype="application/json")
 
 
 def _error(status: int, message: str) -> tuple[Response, int]:
