@@ -79,11 +79,6 @@ def first_items_json(raw: bytes, n: int) -> bytes:
     return raw[:pos] + b"]"
 
 
-def first_items(raw: bytes, n: int) -> list[dict]:
-    """Parse only the first ``n`` items of a stored list."""
-    return json.loads(first_items_json(raw, n))
-
-
 def _text(value) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 

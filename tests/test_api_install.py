@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_deploy import (
+from tests.conftest import free_port
+from tests.deploy_helpers import (
     BASE_IMAGE_LIBS,
     HEAVY,
     IMAGES,
@@ -34,7 +35,6 @@ from tests.test_deploy import (
     apt_installs,
     builder_and_runtime,
     copy_sources,
-    free_port,
     render_without_kubectl,
     uv_sync_commands,
 )

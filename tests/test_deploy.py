@@ -24,31 +24,15 @@ import shutil
 import pytest
 
 from tests.deploy_helpers import (
-    BASE_IMAGE_LIBS,
     CRONJOBS,
-    HEAVY,
-    IMAGES,
     K8S_VERSIONS,
-    ROOT,
-    RUNTIME_PACKAGE_LIBS,
-    app_container,
-    apt_installs,
     base_name,
-    builder_and_runtime,
-    copy_sources,
     find,
-    free_port,
     kustomization,
     raw_manifests,
     render_without_kubectl,
     run_kubectl_kustomize,
-    uv_sync_commands,
 )
-
-# test_api_install.py imports these from here
-__all__ = ["BASE_IMAGE_LIBS", "HEAVY", "IMAGES", "ROOT", "RUNTIME_PACKAGE_LIBS", "app_container",
-           "apt_installs", "builder_and_runtime", "copy_sources", "free_port", "render_without_kubectl",
-           "uv_sync_commands"]
 
 
 def test_kustomization_lists_every_manifest_and_each_exists():

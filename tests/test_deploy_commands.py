@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from tests.conftest import free_port
 from tests.deploy_helpers import (
     BIN,
     INSTALLS,
@@ -24,7 +25,6 @@ from tests.deploy_helpers import (
     check_cli_argvs,
     containers,
     find,
-    free_port,
     rendered_install,
     workloads,
 )
