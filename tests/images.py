@@ -21,9 +21,7 @@ one machine take turns through a file lock in it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import copy
 import fcntl
 import hashlib
 import json
@@ -54,7 +52,7 @@ BASE_ENV = {
     "LANG": "C.UTF-8",
     "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
 }
-UID = 10001
+STORAGE_LIMIT_GB = float(os.environ.get("RECSYS_IMAGES_STORAGE_GB") or 12)
 # podman's ulimits must not exceed the host's hard limits (its defaults do on small machines)
 CONTAINERS_CONF = """\
 [containers]
@@ -117,9 +115,13 @@ class Podman:
 
     @classmethod
     def configure(cls, cache: Path = CACHE) -> Podman:
-        run = Path("/run/recsys-images") / hashlib.sha256(str(cache).encode()).hexdigest()[:12]
+        run = cache / "run"  # podman's runtime state: stale after a reboot, so emptied then
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        if (cache / "boot_id").exists() and (cache / "boot_id").read_text() != boot:
+            shutil.rmtree(run, ignore_errors=True)
         for d in (cache / "networks", cache / "tmp", run):
             d.mkdir(parents=True, exist_ok=True)
+        (cache / "boot_id").write_text(boot)
         (cache / "containers.conf").write_text(CONTAINERS_CONF.format(cache=cache, run=run))
         (cache / "storage.conf").write_text(STORAGE_CONF.format(cache=cache, run=run))
         env = dict(os.environ, CONTAINERS_CONF=str(cache / "containers.conf"),
@@ -206,17 +208,32 @@ def base_image_tag(recipe: dict) -> str:
 
 
 def ensure_base_image(podman: Podman) -> str:
-    """The debootstrapped Python base image: from the cache, else made now (~1-2 min)."""
+    """The debootstrapped Python base image: in storage, else imported from the cache's tarball
+    of the same recipe, else made now (debootstrap, ~1-2 min) and its tarball kept."""
     recipe = base_recipe()
     tag = base_image_tag(recipe)
     if podman.image_exists(tag):
         return tag
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(dir=podman.env["TMPDIR"]) as tmp:
+    tarball = podman.cache / f"{tag.rsplit(':', 1)[1]}.tar"
+    made = not tarball.exists()
+    if made:
+        make_base_rootfs_tarball(recipe, tarball, podman.env)
+    changes = [a for k, v in recipe["env"].items() for a in ("--change", f"ENV {k}={v}")]
+    changes += ["--change", f"CMD {json.dumps(recipe['cmd'])}"]
+    podman.run("import", *changes, str(tarball), tag, timeout=300)
+    record("base image (debootstrap + import)" if made else "base image (import of its tarball)",
+           time.monotonic() - started, image=tag)
+    return tag
+
+
+def make_base_rootfs_tarball(recipe: dict, tarball: Path, env: dict[str, str]) -> None:
+    """debootstrap the recipe's root filesystem and tar it (written whole, then renamed)."""
+    with tempfile.TemporaryDirectory(dir=env["TMPDIR"]) as tmp:
         rootfs = Path(tmp) / "rootfs"
-        out = subprocess.run(["debootstrap", *recipe["debootstrap"][:-2], recipe["debootstrap"][-2],
-                              str(rootfs), recipe["debootstrap"][-1]],
-                             capture_output=True, text=True, timeout=900, env=podman.env)
+        *options, suite, mirror = recipe["debootstrap"]
+        out = subprocess.run(["debootstrap", *options, suite, str(rootfs), mirror],
+                             capture_output=True, text=True, timeout=900, env=env)
         assert out.returncode == 0, f"debootstrap failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
         for name in recipe["extra_cas"]:
             shutil.copy(EXTRA_CAS / name, rootfs / "usr/local/share/ca-certificates" / name)
@@ -229,14 +246,21 @@ def ensure_base_image(podman: Podman) -> str:
             for p in (rootfs / junk).glob("*"):
                 if p.is_file():
                     p.unlink()
-        changes = [a for k, v in recipe["env"].items() for a in ("--change", f"ENV {k}={v}")]
-        changes += ["--change", f"CMD {json.dumps(recipe['cmd'])}"]
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."],
-                               stdout=subprocess.PIPE)
-        podman.run("import", *changes, "-", tag, stdin=tar.stdout, timeout=300)
-        assert tar.wait(60) == 0
-    record("base image (debootstrap + import)", time.monotonic() - started, image=tag)
-    return tag
+        partial = tarball.with_suffix(".partial")
+        subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."],
+                       check=True, timeout=300)
+        partial.rename(tarball)
+
+
+def bound_storage(podman: Podman, limit_gb: float = STORAGE_LIMIT_GB) -> None:
+    """Every code change leaves a few hundred MB of superseded layers in storage: past the limit,
+    drop every image (the base comes back from its tarball in seconds, uv from uv's cache)."""
+    du = subprocess.run(["du", "-sx", "--block-size=1", str(podman.cache / "storage")],
+                        capture_output=True, text=True, timeout=120)
+    used = int(du.stdout.split()[0]) if du.returncode == 0 else 0
+    if used > limit_gb * 1e9:
+        podman.run("rmi", "--all", "--force", timeout=600)
+        record("storage over its limit: images dropped", 0, gb=round(used / 1e9, 1))
 
 
 def ensure_uv_image(podman: Podman) -> str:
@@ -280,47 +304,3 @@ def redis_server_path(podman: Podman, image: str) -> str:
 
 def strip_ansi(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
-
-
-# ----------------------------------------------------------------------- manifests -> podman
-def emptydir_tmpfs(pod: dict, container: dict) -> list[str]:
-    """``--tmpfs`` flags for the container's emptyDir mounts (size from ``sizeLimit``)."""
-    empty = {v["name"]: v["emptyDir"] or {} for v in pod.get("volumes", []) if "emptyDir" in v}
-    flags = []
-    for mount in container.get("volumeMounts", []):
-        if mount["name"] in empty:
-            size = empty[mount["name"]].get("sizeLimit")
-            opts = "rw,nosuid,nodev,mode=1777" + (f",size={size[:-2].lower()}" if size else "")
-            flags += ["--tmpfs", f"{mount['mountPath']}:{opts}"]
-    return flags
-
-
-def cronjob_as_pod(cronjob: dict) -> dict:
-    """The Pod a CronJob's Job would create (kube play runs Pods, not CronJobs or Jobs)."""
-    template = cronjob["spec"]["jobTemplate"]["spec"]["template"]
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": cronjob["metadata"]["name"], "labels": template["metadata"]["labels"]},
-            "spec": template["spec"]}
-
-
-def secret_for_podman(secret: dict) -> str:
-    """A Secret as podman 4.3's kube play reads it back: JSON of its base64 ``data``."""
-    data = dict(secret.get("data", {}))
-    for key, value in secret.get("stringData", {}).items():
-        data[key] = base64.b64encode(value.encode()).decode()
-    return json.dumps(data)
-
-
-def deployment_for_podman(deployment: dict, host_port: int) -> dict:
-    """The Deployment as podman 4.3 can run it: one replica, its port on loopback.
-
-    podman before 4.7 publishes every ``containerPort`` on the host's same port (containers/podman
-    #17028), so two replicas collide on :8000 and one takes the host's :8000 on every interface.
-    Only these two fields change; a cluster needs neither.
-    """
-    out = copy.deepcopy(deployment)
-    out["spec"]["replicas"] = 1
-    for container in out["spec"]["template"]["spec"]["containers"]:
-        for port in container.get("ports", []):
-            port.update(hostIP="127.0.0.1", hostPort=host_port)
-    return out

@@ -30,18 +30,16 @@ from tests.images import (
     Podman,
     base_image_tag,
     base_recipe,
+    bound_storage,
     build_image,
     cache_lock,
-    cronjob_as_pod,
-    deployment_for_podman,
-    emptydir_tmpfs,
     ensure_base_image,
     ensure_uv_image,
     missing_tools,
     record,
     redis_server_path,
-    secret_for_podman,
 )
+from tests.kube_play import cronjob_as_pod, deployment_for_podman, emptydir_tmpfs, secret_for_podman
 
 pytestmark = [pytest.mark.images, pytest.mark.slow]
 
@@ -74,6 +72,7 @@ def podman():
         p = Podman.configure()
         cold = not p.image_exists(base_image_tag(base_recipe()))
         _clean(p)
+        bound_storage(p)
         yield p
         _clean(p)
     record("image tests, total", time.monotonic() - started, base_cached=not cold)
@@ -257,9 +256,8 @@ def kube(podman, images, store, rendered, api_run) -> SimpleNamespace:
     for pod in pods:
         infra = podman("pod", "inspect", "--format", "{{.InfraContainerID}}", pod)
         base = f"http://{podman.ip(infra, NETWORK)}:8000"
-        ready = _wait(lambda b=base: _get(f"{b}/readyz")[0] == 200 and _get(f"{b}/readyz"),
-                      f"{pod} /readyz", timeout=60)
-        api[pod] = SimpleNamespace(ready=ready, lookup=_get(f"{base}/recommendations/42?n=3"),
+        _wait(lambda b=base: _get(f"{b}/readyz")[0] == 200, f"{pod} /readyz", timeout=60)
+        api[pod] = SimpleNamespace(lookup=_get(f"{base}/recommendations/42?n=3"),
                                    uids=podman.uids(f"{pod}-api"), container=f"{pod}-api")
     return SimpleNamespace(job=job, before=before, api=api, podman=podman)
 
@@ -272,7 +270,7 @@ def test_kube_play_cronjob_pod_publishes(kube, store):
 
 
 def test_kube_play_deployment_serves_the_jobs_run_hardened(kube, store):
-    assert len(kube.api) == 1  # podman 4.3 runs one replica (tests/images.deployment_for_podman)
+    assert len(kube.api) == 1  # podman 4.3 runs one replica (tests/kube_play.deployment_for_podman)
     live = store.get(KEYS.current).decode()
     for pod in kube.api.values():
         status, body = pod.lookup
