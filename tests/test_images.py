@@ -189,14 +189,16 @@ def api_run(podman, images, store, batch_run, rendered) -> SimpleNamespace:
     for path in ("/readyz", "/recommendations/1?n=5", "/popular?n=3"):
         answers[path] = _get(base + path)
     uids = podman.uids(API)
+    health = podman.run("healthcheck", "run", API, check=False)  # the image's HEALTHCHECK command
     podman("stop", "--time", "25", API)  # SIGTERM: the shutdown's log lines count too
     log = podman.run("logs", API).stdout + podman.run("logs", API).stderr
-    return SimpleNamespace(answers=answers, uids=uids, log=log)
+    return SimpleNamespace(answers=answers, uids=uids, log=log, health=health)
 
 
 def test_api_image_answers_from_the_batch_images_run(api_run, store):
     live = store.get(KEYS.current).decode()
     assert api_run.answers["/healthz"][0] == 200
+    assert api_run.health.returncode == 0, api_run.health.stdout + api_run.health.stderr
     assert api_run.answers["/readyz"][0] == 200, api_run.answers["/readyz"]
     status, body = api_run.answers["/recommendations/1?n=5"]
     assert status == 200 and body["source"] == "personalized" and body["run_id"] == live
@@ -257,7 +259,8 @@ def kube(podman, images, store, rendered, api_run) -> SimpleNamespace:
         infra = podman("pod", "inspect", "--format", "{{.InfraContainerID}}", pod)
         base = f"http://{podman.ip(infra, NETWORK)}:8000"
         _wait(lambda b=base: _get(f"{b}/readyz")[0] == 200, f"{pod} /readyz", timeout=60)
-        api[pod] = SimpleNamespace(lookup=_get(f"{base}/recommendations/42?n=3"),
+        api[pod] = SimpleNamespace(health=_get(f"{base}/healthz"),
+                                   lookup=_get(f"{base}/recommendations/42?n=3"),
                                    uids=podman.uids(f"{pod}-api"), container=f"{pod}-api")
     return SimpleNamespace(job=job, before=before, api=api, podman=podman)
 
@@ -273,6 +276,7 @@ def test_kube_play_deployment_serves_the_jobs_run_hardened(kube, store):
     assert len(kube.api) == 1  # podman 4.3 runs one replica (tests/kube_play.deployment_for_podman)
     live = store.get(KEYS.current).decode()
     for pod in kube.api.values():
+        assert pod.health[0] == 200
         status, body = pod.lookup
         assert status == 200 and body["run_id"] == live and body["source"] == "personalized"
         assert pod.uids == {"10001"}
