@@ -295,7 +295,11 @@ def build_image(podman: Podman, kind: str, tag: str, python_image: str, uv_image
            "--build-arg", f"PYTHON_IMAGE={python_image}", "--build-arg", f"UV_IMAGE={uv_image}",
            "--build-arg", "CODE_VERSION=images-test",
            "-f", str(DOCKERFILES[kind]), "-t", tag, str(ROOT), tool="buildah", timeout=900)
-    return time.monotonic() - started
+    seconds = time.monotonic() - started
+    # buildah 1.28 leaves the instruction-less `FROM ${UV_IMAGE} AS uv` stage's working container
+    # (and its mount) behind after every build; nothing else builds in this storage meanwhile
+    podman("rm", "--all", tool="buildah")
+    return seconds
 
 
 def redis_server_path(podman: Podman, image: str) -> str:
