@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batch.movielens import ML_1M_FORMAT, Format
-from lookup_api.connection import redact_url
+from lookup_api.contract.connection import redact_url
 
 log = logging.getLogger(__name__)
 

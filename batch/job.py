@@ -21,10 +21,11 @@ from batch import pipeline
 from batch.download import ML_1M, Release, download, is_complete
 from batch.interactions import Interactions
 from batch.lists import encode_list, encode_lists, item_fragments
-from batch.movielens import Movies, load_dir
+from batch.movielens import Movies
+from batch.movielens_ratings import load_dir
 from batch.params import Params
 from batch.store import PublishReport, RunStore
-from lookup_api.keys import new_run_id
+from lookup_api.contract.keys import new_run_id
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The happy path is pandas' C parser over the whole file (ML-1M in ~0.3 s).  When
 anything is off, a line-by-line pass finds the first bad line and raises
 :class:`DataError` with ``file:line: reason`` so an operator can fix it.
 Ratings live in :mod:`batch.movielens_ratings`; this module holds the types, the
-movies parsers and :func:`load_dir`.
+movies parsers; :func:`batch.movielens_ratings.load_dir` reads a whole directory.
 """
 
 from __future__ import annotations
@@ -177,16 +177,3 @@ def _looks_utf8(text: str) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-RATINGS_FILE = ML_1M_FORMAT.ratings_file
-MOVIES_FILE = ML_1M_FORMAT.movies_file
-
-
-def load_dir(data_dir: Path | str, fmt: Format = ML_1M_FORMAT) -> tuple[Ratings, Movies]:
-    """Load the movies file then the ratings file from ``data_dir``, cross-validated."""
-    from batch.movielens_ratings import load_ratings
-
-    data_dir = Path(data_dir)
-    movies = load_movies(data_dir / fmt.movies_file, fmt)
-    return load_ratings(data_dir / fmt.ratings_file, movies, fmt), movies

@@ -22,7 +22,7 @@ from batch.job import load_stage, run_meta
 from batch.lists import encode_list, encode_lists, item_fragments
 from batch.params import Params
 from batch.store import PublishReport, RunStore, StoreError
-from lookup_api.keys import new_run_id
+from lookup_api.contract.keys import new_run_id
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import redis
 
-from lookup_api.connection import UNAVAILABLE, redact_url
-from lookup_api.keys import DEFAULT_KEEP, Keys, decode_items
+from lookup_api.contract.connection import UNAVAILABLE, redact_url
+from lookup_api.contract.keys import DEFAULT_KEEP, Keys, decode_items
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import redis
 
-from lookup_api.connection import UNAVAILABLE
-from lookup_api.keys import Keys
+from lookup_api.contract.connection import UNAVAILABLE
+from lookup_api.contract.keys import Keys
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import redis
 
 from batch.store import RunStore
 from lookup_api import create_app
-from lookup_api.keys import Keys
+from lookup_api.contract.keys import Keys
 
 
 @pytest.fixture
@@ -238,7 +238,7 @@ def test_importing_the_api_pulls_no_batch_libraries():
 
 @pytest.mark.parametrize("n", [1, 3, 20, 50])
 def test_first_items_cuts_exactly_like_parsing_everything(n):
-    from lookup_api.keys import encode_items
+    from lookup_api.contract.keys import encode_items
     from lookup_api.service import first_items_json
 
     items = [{"movie_id": i, "title": f'Tricky ,{{"movie_id": {i}}} "quoted" é', "genres": ["A"],

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from batch.cli import cli
 from batch.store import RunStore
-from lookup_api.keys import Keys
+from lookup_api.contract.keys import Keys
 
 COMMANDS = ["run", "download", "status", "show", "rollback", "train", "score", "publish", "evaluate", "tune"]
 

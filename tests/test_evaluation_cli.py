@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from batch.cli import cli
 from batch.evaluation.split import split_ratings
 from batch.evaluation.tuning import SMALL, tune
-from batch.movielens import Ratings, load_dir
+from batch.movielens import Ratings
+from batch.movielens_ratings import load_dir
 from batch.params import TUNED_PATH, Params, load_params, tuned_document
 
 SMALL_PARAMS = {"params": {"als_factors": 8, "svd_factors": 8, "svd_epochs": 5, "candidates": 30,

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from batch.evaluation.evaluate import evaluate
-from batch.movielens import load_dir
+from batch.movielens_ratings import load_dir
 from batch.params import load_params, tuned_document
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]

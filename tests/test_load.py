@@ -42,7 +42,7 @@ def test_publish_under_load_never_mixes_runs(wrk_installed, publish_small, clien
     from urllib.parse import urlparse
 
     from batch.store import RunStore
-    from lookup_api.keys import Keys
+    from lookup_api.contract.keys import Keys
 
     first = publish_small(seed=1)
     env = {"REDIS_URL": redis_url, "RECSYS_PREFIX": prefix}

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from batch import pipeline
 from batch.cli import cli
 from batch.interactions import Interactions
-from batch.movielens import load_dir
+from batch.movielens_ratings import load_dir
 from batch.params import Params
 from batch.store import RunStore
-from lookup_api.keys import Keys
+from lookup_api.contract.keys import Keys
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 

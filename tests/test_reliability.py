@@ -21,7 +21,7 @@ from batch.cli import cli
 from batch.params import Params
 from batch.store import RunStore
 from lookup_api import create_app
-from lookup_api.keys import Keys
+from lookup_api.contract.keys import Keys
 from tests.conftest import SMALL_PARAMS, RedisProcess, free_port
 
 SMALL = ["--top-n", "20", "--candidates", "30", "--content-candidates", "10", "--als-factors", "8",
@@ -258,7 +258,7 @@ def test_tls_and_password_end_to_end(tmp_path, small_dir):
 
 
 def test_rediss_urls_use_tls():
-    from lookup_api.connection import connect, redact_url
+    from lookup_api.contract.connection import connect, redact_url
 
     client = connect("rediss://:topsecret@cache.example:6380/2")
     kwargs = client.connection_pool.connection_kwargs

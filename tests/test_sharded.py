@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from batch.cli import cli
 from batch.sharded import parse_shard, shard_users
 from batch.store import RunStore
-from lookup_api.keys import Keys
+from lookup_api.contract.keys import Keys
 
 SMALL = ["--top-n", "20"]
 PARAMS = {"candidates": 30, "content_candidates": 10, "als_factors": 8, "svd_factors": 8,

@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from batch.store import LockedError, RunStore, StoreError
-from lookup_api.keys import Keys, decode_items, encode_items
+from lookup_api.contract.keys import Keys, decode_items, encode_items
 
 
 def lists_for(tag: str, users=(1, 2, 3)):
@@ -161,7 +161,7 @@ def test_connection_errors_become_store_errors():
 
 
 def test_passwords_are_redacted_everywhere_in_urls():
-    from lookup_api.connection import redact_url
+    from lookup_api.contract.connection import redact_url
 
     assert redact_url("redis://:s3cret@h:6379/0") == "redis://:***@h:6379/0"
     assert redact_url("redis://h:6379/0?password=s3cret&db=2") == "redis://h:6379/0?password=***&db=2"

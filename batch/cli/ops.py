@@ -1,93 +1,22 @@
-"""``recsys-batch``: a thin Click layer over the batch library.
-
-Library errors become one-line messages with exit status 1 (CronJobs retry on it);
-usage errors exit 2; anything unexpected prints a traceback and exits 1.
-"""
+"""``recsys-batch run``, ``download``, ``status``, ``show``, ``rollback``: the everyday commands."""
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
 import click
 
-from batch.artifacts import ArtifactsError
-from batch.download import RELEASES, DownloadError, download
-from batch.movielens import DataError
-from batch.params import RANKERS, TUNED_PATH, ParamError, load_params
-from batch.store import RunStore, StoreError, redis_errors
-from lookup_api.connection import connect, describe, redact_url
-from lookup_api.keys import DEFAULT_KEEP, DEFAULT_PREFIX, Keys
-
-log = logging.getLogger("batch")
+from batch.cli.common import Context, fail_cleanly
+from batch.download import download
+from batch.params import RANKERS, TUNED_PATH, load_params
+from batch.store import redis_errors
+from lookup_api.contract.connection import describe
+from lookup_api.contract.keys import DEFAULT_KEEP
 
 
-class Context:
-    """Options shared by every command (``ctx.obj``); the Redis client is opened lazily."""
-
-    def __init__(self, redis_url: str | None, prefix: str, data_dir: Path, dataset: str = "ml-1m"):
-        self.redis_url, self.prefix, self.data_dir = redis_url or None, prefix, data_dir
-        self.release = RELEASES[dataset]
-        self._store: RunStore | None = None
-
-    def store(self) -> RunStore:
-        """Return the RunStore on the configured Redis (connected and pinged on first use)."""
-        if self._store is None:
-            with redis_errors(self.redis_url):
-                client = connect(self.redis_url)
-                client.ping()
-            log.info("redis: %s", describe(client) if self.redis_url is None else redact_url(self.redis_url))
-            self._store = RunStore(client, Keys(self.prefix))
-        return self._store
-
-
-def _fail_cleanly(func):
-    """Turn library errors into ClickException (one line, exit 1)."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except (DataError, DownloadError, StoreError, ParamError, ArtifactsError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--redis-url", envvar="REDIS_URL", default=None,
-              help="Redis server URL (redis://, rediss://, unix://, redis+cluster://). Unset: an embedded "
-                   "server persisted in $RECSYS_EMBEDDED_DIR (default data/redis). [env: REDIS_URL]")
-@click.option("--prefix", envvar="RECSYS_PREFIX", default=DEFAULT_PREFIX,
-              help="Key prefix in Redis. [env: RECSYS_PREFIX]")
-@click.option("--data-dir", envvar="RECSYS_DATA_DIR", default="data",
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Directory with ratings.dat + movies.dat, or where ML-1M is downloaded to. "
-                   "[env: RECSYS_DATA_DIR]")
-@click.option("--dataset", envvar="RECSYS_DATASET", default="ml-1m", type=click.Choice(list(RELEASES)),
-              help="MovieLens release to download/read (.dat for 1m/10m, CSV for 20m/25m/latest-small). "
-                   "[env: RECSYS_DATASET]")
-@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
-@click.pass_context
-def cli(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet):
-    """Train the MovieLens recommender and publish every user's top-N to Redis.
-
-    \b
-    Example:
-      recsys-batch run                       # download ML-1M if needed, train, publish
-      REDIS_URL=redis://127.0.0.1:6379/0 recsys-batch status
-    """
-    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    ctx.obj = Context(redis_url, prefix, data_dir, dataset)
-
-
-@cli.command()
+@click.command()
 @click.option("--top-n", type=click.IntRange(1, 1000),
               help="List length per user [default: from the tuned file, else 50].")
 @click.option("--candidates", type=click.IntRange(1, 5000),
@@ -117,7 +46,7 @@ def cli(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet):
 @click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
               help="Mirror of the release's zip (checksums are still verified). [env: RECSYS_DATASET_URL]")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def run(obj: Context, params_file, keep, dry_run, lock_ttl, dataset_url, **overrides):
     """Train on all ratings, rank candidates for every user, publish atomically.
 
@@ -144,11 +73,11 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, dataset_url, **overr
         click.echo(f"redis: {describe(store.client)}; inspect: recsys-batch status")
 
 
-@cli.command("download")
+@click.command("download")
 @click.option("--url", default=None, help="Mirror of the release's zip (checksums are still verified).")
 @click.option("--force", is_flag=True, help="Download again even if the files are present.")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def download_cmd(obj: Context, url, force):
     """Download the MovieLens release into DATA_DIR/<release> and verify its checksums.
 
@@ -161,10 +90,10 @@ def download_cmd(obj: Context, url, force):
     click.echo(f"{obj.release.name} ready in {target}")
 
 
-@cli.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def status(obj: Context, as_json):
     """Show the live run, its metadata and the run history.
 
@@ -192,11 +121,11 @@ def status(obj: Context, as_json):
         click.echo(f"  {'*' if run_id == live else ' '} {run_id}")
 
 
-@cli.command()
+@click.command()
 @click.argument("user_id", type=click.IntRange(1))
 @click.option("-n", type=click.IntRange(1), default=10, help="How many items.")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def show(obj: Context, user_id, n):
     """Print what the API serves for USER_ID (the popular list for unknown users).
 
@@ -221,10 +150,10 @@ def show(obj: Context, user_id, n):
                    f"(movie {item['movie_id']}, score {item['score']:.3f})")
 
 
-@cli.command()
+@click.command()
 @click.argument("run_id", required=False)
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def rollback(obj: Context, run_id):
     """Point the live run at RUN_ID (default: the previous complete run).
 
@@ -237,11 +166,3 @@ def rollback(obj: Context, run_id):
     with redis_errors(obj.redis_url):
         target = store.rollback(run_id)
     click.echo(f"current -> {target}")
-
-
-def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="recsys-batch")
-
-
-from batch import cli_eval, cli_sharded  # noqa: E402,F401  (register evaluate/tune, train/score/publish)

@@ -1,6 +1,6 @@
 """``recsys-batch evaluate`` and ``recsys-batch tune``: offline evaluation on the original split.
 
-Registered on the group by the import at the end of :mod:`batch.cli`.
+Registered on the group in :mod:`batch.cli`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from batch.cli import Context, _fail_cleanly, cli
+from batch.cli.common import Context, fail_cleanly
 from batch.params import RANKERS, TUNED_PATH, Params, load_params, tuned_document
 
 
@@ -27,7 +27,7 @@ def _command_line(ctx: click.Context) -> str:
 def _load(obj: Context):
     """Return (ratings, movies, provenance) of the dataset under ``--data-dir``."""
     from batch.job import code_version, dataset_checksum, resolve_data_dir
-    from batch.movielens import load_dir
+    from batch.movielens_ratings import load_dir
 
     directory = resolve_data_dir(obj.data_dir, release=obj.release)
     ratings, movies = load_dir(directory, obj.release.fmt)
@@ -36,7 +36,7 @@ def _load(obj: Context):
                              "code_version": code_version()}
 
 
-@cli.command()
+@click.command()
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=f"Parameters of the default pipeline [default: {TUNED_PATH.name}, else built-in].")
 @click.option("--ranker", type=click.Choice(RANKERS), help="Override the default pipeline's ranker.")
@@ -52,7 +52,7 @@ def _load(obj: Context):
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write evaluation.md and curves.png (precision@k, recall@k) into this directory.")
 @click.pass_context
-@_fail_cleanly
+@fail_cleanly
 def evaluate(ctx, params_file, ranker, phase, cutoff, ease_l2, original_users, json_path, report_dir):
     """Compare the pipeline with baselines on the original 60/20/20 split (fair protocol).
 
@@ -85,13 +85,13 @@ def evaluate(ctx, params_file, ranker, phase, cutoff, ease_l2, original_users, j
         click.echo(f"report: {md}, {png}")
 
 
-@cli.command()
+@click.command()
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=TUNED_PATH,
               help="Where to write the tuned parameters (`run` and `evaluate` read the default path).")
 @click.option("--quick", is_flag=True, help="A tiny search space (smoke tests), not for real use.")
 @click.option("--seed", type=int, default=42, help="Seed of the split and of the models.")
 @click.pass_context
-@_fail_cleanly
+@fail_cleanly
 def tune(ctx, output, quick, seed):
     """Search ALS, SVD, candidate counts and the ranking blend on validation; write the tuned file.
 
