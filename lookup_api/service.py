@@ -20,12 +20,10 @@ from dataclasses import dataclass
 import redis
 
 from lookup_api.contract.connection import UNAVAILABLE
+from lookup_api.contract.items import PERSONALIZED, POPULAR, decode_items, first_items
 from lookup_api.contract.keys import Keys
 
 log = logging.getLogger(__name__)
-
-PERSONALIZED, POPULAR = "personalized", "popular"
-
 
 class NoLiveRun(Exception):
     """Redis answers but no run has been published yet."""
@@ -49,7 +47,7 @@ class Result:
     @property
     def items(self) -> list[dict]:
         """The items, parsed."""
-        return json.loads(self.items_json)
+        return decode_items(self.items_json)
 
 
 @dataclass
@@ -59,24 +57,6 @@ class _Run:
     top_n: int
     popular: bytes = b"[]"  # the stored JSON, never re-serialised
     users: frozenset[int] | None = None  # ids with a list; None: unknown, ask Redis
-
-
-_ITEM_START = b',{"movie_id":'
-
-
-def first_items_json(raw: bytes, n: int) -> bytes:
-    """Return the JSON array of the first ``n`` items of a stored list, without parsing it.
-
-    Stored lists are compact JSON with ``movie_id`` as each item's first key, so the byte
-    sequence ``,{"movie_id":`` starts every item after the first and cannot occur inside a
-    string (where every quote is escaped): cutting there is exact.
-    """
-    pos = 0
-    for _ in range(n):
-        pos = raw.find(_ITEM_START, pos + 1)
-        if pos < 0:
-            return raw
-    return raw[:pos] + b"]"
 
 
 def _text(value) -> str | None:
@@ -166,7 +146,7 @@ class Lookup:
         run = self._with_run(lambda run: run)
         if run is None:
             return self._stale(None, n)
-        return Result(None, POPULAR, run.run_id, run.generated_at, first_items_json(run.popular, n))
+        return Result(None, POPULAR, run.run_id, run.generated_at, first_items(run.popular, n))
 
     def recommendations(self, user_id: int, n: int) -> Result:
         """Return the user's list, or the popular list when the run has none for them."""
@@ -191,15 +171,15 @@ class Lookup:
                         lists.clear()
                     lists[user_id] = items
             if items is not None:
-                return Result(user_id, PERSONALIZED, run.run_id, run.generated_at, first_items_json(items, n))
-            return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items_json(run.popular, n))
+                return Result(user_id, PERSONALIZED, run.run_id, run.generated_at, first_items(items, n))
+            return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items(run.popular, n))
 
         result = self._with_run(read)
         return result if result is not None else self._stale(user_id, n)
 
     def _stale(self, user_id: int | None, n: int) -> Result:
         run = self._last_good
-        return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items_json(run.popular, n),
+        return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items(run.popular, n),
                       stale=True)
 
     def ready(self) -> tuple[bool, str]:

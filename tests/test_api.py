@@ -39,7 +39,8 @@ def test_known_user_gets_personalized_list(api, client, prefix):
     assert doc["generated_at"] and len(doc["items"]) == 10
     stored = RunStore(client, Keys(prefix)).user_list(run_id, 7)
     assert doc["items"] == stored[:10]
-    assert set(doc["items"][0]) == {"movie_id", "title", "genres", "score"}
+    assert list(doc["items"][0]) == ["movie_id", "title", "genres", "score", "predicted_rating"]
+    assert all(1.0 <= it["predicted_rating"] <= 5.0 for it in doc["items"])
 
 
 def test_unknown_user_gets_popular_list_and_says_so(api, client, prefix):
@@ -47,6 +48,9 @@ def test_unknown_user_gets_popular_list_and_says_so(api, client, prefix):
     doc = http.get("/recommendations/123456?n=5").get_json()
     assert doc["source"] == "popular" and doc["user_id"] == 123456 and len(doc["items"]) == 5
     assert doc["items"] == RunStore(client, Keys(prefix)).popular_list(run_id)[:5]
+    # same fields, same meanings as a personalised list: score ranks, predicted_rating is SVD's 1-5
+    assert all(list(it) == list(doc["items"][0]) and 1.0 <= it["predicted_rating"] <= 5.0
+               for it in doc["items"])
 
 
 @pytest.mark.parametrize("n", [1, 7, 20])
@@ -234,16 +238,6 @@ def test_importing_the_api_pulls_no_batch_libraries():
             "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.mark.parametrize("n", [1, 3, 20, 50])
-def test_first_items_cuts_exactly_like_parsing_everything(n):
-    from lookup_api.contract.keys import encode_items
-    from lookup_api.service import first_items_json
-
-    items = [{"movie_id": i, "title": f'Tricky ,{{"movie_id": {i}}} "quoted" é', "genres": ["A"],
-              "score": 1.0} for i in range(20)]
-    assert json.loads(first_items_json(encode_items(items), n)) == items[:n]
 
 
 def test_without_list_cache_reads_redis_every_time(make_app, publish_small, client, prefix):

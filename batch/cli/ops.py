@@ -133,21 +133,13 @@ def show(obj: Context, user_id, n):
     Example:
       recsys-batch show 42 -n 5
     """
-    from lookup_api.service import Lookup, NoLiveRun, StoreUnavailable
-
     store = obj.store()
-    try:
-        with redis_errors(obj.redis_url):
-            result = Lookup(store.client, store.keys).recommendations(user_id, n)
-    except NoLiveRun as exc:
-        raise click.ClickException(str(exc)) from None
-    except StoreUnavailable:
-        raise click.ClickException(
-            f"the live run {store.current()} has no keys (deleted?); see `recsys-batch status`") from None
-    click.echo(f"user {user_id}: {result.source} list from run {result.run_id}")
-    for rank, item in enumerate(result.items, start=1):
-        click.echo(f"{rank:3d}. {item['title']} [{'|'.join(item['genres'])}] "
-                   f"(movie {item['movie_id']}, score {item['score']:.3f})")
+    with redis_errors(obj.redis_url):
+        run_id, source, items = store.serve(user_id, n)
+    click.echo(f"user {user_id}: {source} list from run {run_id}")
+    for rank, item in enumerate(items, start=1):
+        click.echo(f"{rank:3d}. {item['title']} [{'|'.join(item['genres'])}] (movie {item['movie_id']}, "
+                   f"score {item['score']:.3f}, predicted rating {item['predicted_rating']:.1f})")
 
 
 @click.command()
@@ -162,7 +154,9 @@ def rollback(obj: Context, run_id):
       recsys-batch rollback                  # one run back
       recsys-batch rollback 20261126T020000Z-3f9a
     """
+    from batch.lifecycle import rollback as roll_back
+
     store = obj.store()
     with redis_errors(obj.redis_url):
-        target = store.rollback(run_id)
+        target = roll_back(store, run_id)
     click.echo(f"current -> {target}")
