@@ -258,3 +258,50 @@ def test_response_is_compact_json_with_latin1_titles_intact(api):
     assert all(isinstance(it["movie_id"], int) for it in doc["items"])
     titles = [it["title"] for it in doc["items"]]
     assert any("Café" in t for t in titles), titles  # latin-1 in movies.dat, UTF-8 JSON out
+
+
+TRICKY = 'Tricky {i} "quoted" back\\slash }} ,{{"movie_id":{i}}} Amélie, {{the}} "end" (2001)'
+
+
+@pytest.fixture
+def tricky_run(tmp_path, client, prefix):
+    """Publish, with the real batch writer, a catalogue whose titles hold quotes, backslashes, é and }."""
+    from batch.job import run_job
+    from batch.params import Params
+    from tests.conftest import SMALL_PARAMS
+    from tests.synth import random_dataset, write_dataset
+
+    ratings, movies = random_dataset()
+    movies = [(m, TRICKY.format(i=m), g) for m, _, g in movies]
+    directory = write_dataset(tmp_path / "tricky", ratings, movies)
+    return run_job(directory, Params(**SMALL_PARAMS), RunStore(client, Keys(prefix))).run_id
+
+
+def test_reader_cuts_the_writers_real_bytes_exactly(tricky_run, client, prefix, make_app):
+    from lookup_api.contract.items import ITEM_KEYS, decode_items, encode_items, first_items
+
+    keys = Keys(prefix)
+    raws = [client.get(keys.user(tricky_run, u)) for u in (1, 2, 150, 300)]
+    raws.append(client.get(keys.popular(tricky_run)))
+    for raw in raws:
+        items = decode_items(raw)
+        assert len(items) == 20 and all(it["title"].startswith("Tricky") for it in items)
+        assert all(list(it) == list(ITEM_KEYS) for it in items)  # fails if the writer's key order changes
+        assert encode_items(items) == raw  # the contract's encoder is the writer's, byte for byte
+        for n in range(1, 22):
+            cut = first_items(raw, n)
+            assert cut == encode_items(items[:n]) and decode_items(cut) == items[:n], n
+    http = make_app().test_client()
+    doc = http.get("/recommendations/2?n=3").get_json()
+    assert doc["items"] == decode_items(raws[1])[:3] and '"quoted" back\\slash }' in doc["items"][0]["title"]
+
+
+def test_reader_is_never_silently_wrong_on_another_key_order():
+    from lookup_api.contract.items import encode_items, first_items
+
+    items = [{"movie_id": i, "title": "x", "genres": [], "score": 1.0, "predicted_rating": 3.0}
+             for i in range(5)]
+    reordered = json.dumps([dict(reversed(list(it.items()))) for it in items]).encode()
+    assert json.loads(first_items(reordered, 2)) == [dict(reversed(list(it.items()))) for it in items[:2]]
+    with pytest.raises(ValueError, match="expected"):
+        encode_items([{"movie_id": 1, "title": "x", "genres": [], "score": 1.0}])
