@@ -1,21 +1,20 @@
 """The run lifecycle, one code path for ``run``, the sharded ``publish`` and ``rollback``.
 
-register pending -> write the user lists, then the popular list, user index and metadata
-(pipelined) -> check the lock token -> mark complete + add to ``runs`` -> flip ``current`` (one
-script that checks the lock first: a run that lost its lock never flips) -> retire beyond K
-(only while the lock is still held).  A step that fails leaves ``current`` where it was; what
-the failed run wrote stays listed as pending and the next run deletes it.  ``hook(step)`` is
-called after ``lists``, ``meta``, ``before_flip`` and ``after_flip`` (fault-injection tests).
-
-Invariant after any fault: ``current`` names a run listed complete whose every key exists.
+register pending -> user lists, then popular list, user index, metadata (pipelined) -> check the
+lock token -> mark complete + add to ``runs`` -> flip ``current`` (a script that checks the lock
+first) -> retire beyond K while the lock is held.  A failed step leaves ``current`` alone and its
+keys pending, for the next run to delete.  ``hook(step)`` runs after ``lists``, ``meta``,
+``before_flip`` and ``after_flip`` (fault injection).  Invariant after any fault: ``current``
+names a run listed complete whose every key exists.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from batch.store import LostLockError, RunStore, StoreError
 from lookup_api.contract.keys import DEFAULT_KEEP
@@ -25,12 +24,15 @@ log = logging.getLogger(__name__)
 Hook = Callable[[str], None] | None
 
 
-@dataclass
-class PublishReport:
+class PublishReport(NamedTuple):
     run_id: str
     users: int
     seconds: float
     retired: list[str]
+
+
+def _skip(step: str) -> None:
+    pass
 
 
 def publish(store: RunStore, run_id: str, lists: Iterable[tuple[int, bytes]], popular: bytes, meta: dict,
@@ -43,8 +45,7 @@ def publish(store: RunStore, run_id: str, lists: Iterable[tuple[int, bytes]], po
             return publish(store, run_id, lists, popular, meta, keep, token, hook)
     started = time.perf_counter()
     user_ids = store.write_lists(run_id, lists, token)
-    if hook:
-        hook("lists")
+    (hook or _skip)("lists")
     retired = commit(store, run_id, popular, user_ids, meta, keep, token, hook)
     return PublishReport(run_id, len(user_ids), time.perf_counter() - started, retired)
 
@@ -56,24 +57,20 @@ def commit(store: RunStore, run_id: str, popular: bytes, user_ids: list[int], me
     Refused (LostLockError, ``current`` untouched, the run left pending) once ``token`` no
     longer holds the lock: such a run is never listed complete, never flipped to.
     """
-    if keep < 1:
-        raise StoreError("keep must be at least 1")
+    hook = hook or _skip
     store.write_index(run_id, popular, user_ids, meta)
-    if hook:
-        hook("meta")
+    hook("meta")
     if not store.holds(token):
         raise LostLockError(f"run {run_id} lost the batch lock before publishing (expired or taken by "
                             "another run); current was not moved")
     store.mark_complete(run_id, float(meta.get("created_ts", time.time())))
-    if hook:
-        hook("before_flip")
+    hook("before_flip")
     try:
         previous = store.flip(run_id, token)
     except LostLockError:
         store.unmark(run_id)
         raise
-    if hook:
-        hook("after_flip")
+    hook("after_flip")
     store.unpend(run_id)
     log.info("published run %s: %s user lists, current flipped (was %s)", run_id, len(user_ids), previous)
     return retire(store, keep, token, previous=previous)
@@ -88,8 +85,8 @@ def retire(store: RunStore, keep: int, token: str, previous: str | None = None) 
     """
     live = store.current()
     history = [r for r, _ in store.runs()]
-    broken = {r for r in history if r != live and store.missing(r, every_list=False)}
-    bad = {r for r in history if store.client.hexists(store.keys.meta(r), "rolled_back_at")}
+    broken = {r for r in history if r != live and missing(store, r, every_list=False)}
+    bad = {r for r in history if _rolled_back(store, r)}
     good = [r for r in history if r not in bad and r not in broken]
     order = [live, previous, *good, *[r for r in history if r in bad and r not in broken]]
     keepers = [r for r in dict.fromkeys(order) if r in history and r not in broken][:keep]
@@ -109,6 +106,36 @@ def retire(store: RunStore, keep: int, token: str, previous: str | None = None) 
     return retired
 
 
+def missing(store: RunStore, run_id: str, every_list: bool = True) -> list[str]:
+    """Return what ``run_id`` lacks to be served (empty: listed ``complete``, every key present).
+
+    Checks the status, the popular list, the user index and (``every_list``) every user list the
+    index names, in pipelined single-key EXISTS.
+    """
+    pipe = store.client.pipeline(transaction=False)
+    pipe.hget(store.keys.meta(run_id), "status")
+    pipe.exists(store.keys.popular(run_id))
+    pipe.get(store.keys.users(run_id))
+    status, popular, users = pipe.execute()
+    problems = [] if status == b"complete" else [f"status {(status or b'absent').decode()}"]
+    problems += [] if popular else ["popular list"]
+    if users is None:
+        return [*problems, "user index"]
+    ids = json.loads(users) if every_list else []
+    for start in range(0, len(ids), store.chunk):
+        pipe = store.client.pipeline(transaction=False)
+        for user_id in ids[start : start + store.chunk]:
+            pipe.exists(store.keys.user(run_id, user_id))
+        absent = pipe.execute().count(0)
+        if absent:
+            return [*problems, f"user lists ({absent}+ of {len(ids)})"]
+    return problems
+
+
+def _rolled_back(store: RunStore, run_id: str) -> bool:
+    return bool(store.client.hexists(store.keys.meta(run_id), "rolled_back_at"))
+
+
 def rollback(store: RunStore, run_id: str | None = None, hook: Hook = None) -> str:
     """Point ``current`` at ``run_id`` (default: the newest intact complete run older than the live one).
 
@@ -121,21 +148,19 @@ def rollback(store: RunStore, run_id: str | None = None, hook: Hook = None) -> s
         history = [r for r, _ in store.runs()]
         if run_id is None:
             older = history[history.index(live) + 1 :] if live in history else history
-            older = [r for r in older if not store.client.hexists(store.keys.meta(r), "rolled_back_at")]
-            run_id = next((r for r in older if not store.missing(r)), None)
+            older = [r for r in older if not _rolled_back(store, r)]
+            run_id = next((r for r in older if not missing(store, r)), None)
             if run_id is None:
                 raise StoreError("no earlier complete run to roll back to")
         elif run_id not in history:
             raise StoreError(f"run {run_id} is unknown or was deleted; complete runs: "
                              f"{', '.join(history) or 'none'}")
-        elif problems := store.missing(run_id):
+        elif problems := missing(store, run_id):
             raise StoreError(f"run {run_id} cannot be served ({', '.join(problems)} missing or wrong); "
                              "current was not moved")
-        if hook:
-            hook("before_flip")
+        (hook or _skip)("before_flip")
         store.flip(run_id, token)
-        if hook:
-            hook("after_flip")
+        (hook or _skip)("after_flip")
         if live in history and live != run_id:
             store.client.hset(store.keys.meta(live), "rolled_back_at", f"{time.time():.3f}")
         store.client.hdel(store.keys.meta(run_id), "rolled_back_at")

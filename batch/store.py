@@ -1,9 +1,7 @@
-"""Runs in Redis, one step at a time: read, lock, write, flip, delete (the only batch module on redis).
+"""Runs in Redis one step at a time: read, lock, write, flip, delete (the only batch module on redis).
 
-The order of the steps, and what happens when one fails, is :mod:`batch.lifecycle`'s.  The lock
-key shares a Redis Cluster slot with ``current`` (see :attr:`Keys.lock`), so :meth:`RunStore.flip`
-checks the lock and moves ``current`` in one Lua script: a run that lost its lock cannot flip,
-on a single server and on a cluster alike.
+The order of the steps is :mod:`batch.lifecycle`'s.  The lock shares ``current``'s Cluster slot
+(:attr:`Keys.lock`), so :meth:`RunStore.flip` checks it and moves ``current`` in one Lua script.
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 
 import redis
 
@@ -108,31 +107,6 @@ class RunStore:
             raise StoreError(f"the live run {live} has no keys (deleted?); see `recsys-batch status`")
         return live, PERSONALIZED if raw else POPULAR, decode_items(first_items(raw or popular, n))
 
-    def missing(self, run_id: str, every_list: bool = True) -> list[str]:
-        """Return what ``run_id`` lacks to be served (empty: complete, every key present).
-
-        Checks the ``complete`` status, the popular list, the user index and (``every_list``)
-        every user list the index names, in pipelined single-key EXISTS.
-        """
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hget(self.keys.meta(run_id), "status")
-        pipe.exists(self.keys.popular(run_id))
-        pipe.get(self.keys.users(run_id))
-        status, popular, users = pipe.execute()
-        problems = [] if _text(status) == "complete" else [f"status {_text(status) or 'absent'}"]
-        problems += [] if popular else ["popular list"]
-        if users is None:
-            return [*problems, "user index"]
-        ids = json.loads(users) if every_list else []
-        for start in range(0, len(ids), self.chunk):
-            pipe = self.client.pipeline(transaction=False)
-            for user_id in ids[start : start + self.chunk]:
-                pipe.exists(self.keys.user(run_id, user_id))
-            absent = pipe.execute().count(0)
-            if absent:
-                return [*problems, f"user lists ({absent}+ of {len(ids)})"]
-        return problems
-
     # -- locking ---------------------------------------------------------------------------------
     @contextmanager
     def lock(self, ttl: float = 60.0, token: str | None = None, keep: bool = False) -> Iterator[str]:
@@ -142,37 +116,32 @@ class RunStore:
         At exit the lock is released, unless ``keep`` (renewed for ``ttl`` instead, for the next
         step of a sharded run); on an error a lock taken here is always released.
         """
-        acquired = token is None
+        acquired, stop, failed = token is None, threading.Event(), True
         token = self.acquire(ttl) if acquired else token
         if not acquired:
             self.renew(token, ttl)
-        stop = threading.Event()
 
         def heartbeat() -> None:
             while not stop.wait(ttl / 3):
                 try:
                     self.renew(token, ttl)
                 except LostLockError:
-                    log.warning("lost the batch lock %s; this run will not publish", self.keys.lock)
-                    return
+                    return log.warning("lost the batch lock %s; this run will not publish", self.keys.lock)
                 except (redis.RedisError, *UNAVAILABLE) as exc:
                     log.warning("lock heartbeat failed (%s); retrying", type(exc).__name__)
 
         beat = threading.Thread(target=heartbeat, name="recsys-lock-heartbeat", daemon=True)
         beat.start()
-        failed = True
         try:
             yield token
             failed = False
         finally:
             stop.set()
             beat.join()
-            try:
-                if failed and not acquired:
-                    pass  # an adopted lease stays for a retry of this step (it expires by itself)
-                elif keep and not failed:
+            try:  # an adopted lease that failed stays for a retry of the step (and expires by itself)
+                if keep and not failed:
                     self.renew(token, ttl)
-                else:
+                elif acquired or not failed:
                     self.release(token)
             except (redis.RedisError, *UNAVAILABLE, LostLockError):
                 log.warning("could not release or renew %s; it expires within %.0fs", self.keys.lock, ttl)
@@ -183,10 +152,8 @@ class RunStore:
         if not self.client.set(self.keys.lock, token, nx=True, px=max(int(ttl * 1000), 1)):
             holder = _text(self.client.get(self.keys.lock)) or "?"
             left = max(self.client.pttl(self.keys.lock), 0) / 1000
-            raise LockedError(
-                f"another batch run holds the lock {self.keys.lock} ({holder}, expires in {left:.0f}s "
-                "unless renewed); not starting a second one"
-            )
+            raise LockedError(f"another batch run holds the lock {self.keys.lock} ({holder}, expires in "
+                              f"{left:.0f}s unless renewed); not starting a second one")
         return token
 
     def renew(self, token: str, ttl: float) -> None:
@@ -210,25 +177,18 @@ class RunStore:
         Each chunk's round trip also reads the lock: once it is not ``token``'s, LostLockError.
         """
         user_ids: list[int] = []
-        pipe = None
-        for user_id, payload in lists:
-            if pipe is None:
-                pipe = self.client.pipeline(transaction=False)
-                pipe.get(self.keys.lock)
-                pipe.zadd(self.keys.pending, {run_id: time.time()}, nx=True)
-            pipe.set(self.keys.user(run_id, user_id), payload)
-            user_ids.append(int(user_id))
-            if len(user_ids) % self.chunk == 0:
-                self._flush(pipe, run_id, token)
-                pipe = None
-        if pipe is not None:
-            self._flush(pipe, run_id, token)
+        lists = iter(lists)
+        while chunk := list(islice(lists, self.chunk)):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(self.keys.lock)
+            pipe.zadd(self.keys.pending, {run_id: time.time()}, nx=True)
+            for user_id, payload in chunk:
+                pipe.set(self.keys.user(run_id, user_id), payload)
+                user_ids.append(int(user_id))
+            if _text(pipe.execute()[0]) != token:
+                raise LostLockError(f"run {run_id} lost the batch lock while writing (expired or taken by "
+                                    "another run); stopped, current was not moved")
         return user_ids
-
-    def _flush(self, pipe, run_id: str, token: str) -> None:
-        if _text(pipe.execute()[0]) != token:
-            raise LostLockError(f"run {run_id} lost the batch lock while writing (expired or taken by "
-                                "another run); stopped, current was not moved")
 
     def write_index(self, run_id: str, popular: bytes, user_ids: list[int], meta: dict) -> None:
         """Write the popular list, the user index and the metadata (``status=pending``)."""

@@ -15,7 +15,7 @@ import json
 import pytest
 import redis
 
-from batch.lifecycle import commit, publish, rollback
+from batch.lifecycle import commit, missing, publish, rollback
 from batch.store import LostLockError, RunStore, StoreError
 from lookup_api import create_app
 from lookup_api.contract.items import encode_items
@@ -81,7 +81,7 @@ def assert_no_orphans(store: RunStore) -> None:
     owners = {k.decode().split(":")[2] for k in store.client.scan_iter(match="recsys:run:*")}
     assert owners == set(listed), f"orphan keys of {owners - set(listed)}"
     assert store.pending() == []
-    assert all(store.missing(r) == [] for r in listed)
+    assert all(missing(store, r) == [] for r in listed)
 
 
 def lose_lock_to_b(store: RunStore, state: dict):

@@ -59,7 +59,7 @@ def test_three_shards_equal_one_run(small_dir, tmp_path, redis_url, prefix, clie
         assert out.exit_code == 0 and "shard 1/3" in out.output
         done = invoke(*sharded, "publish", "--artifacts", art, "--shards", "3")
         assert done.exit_code == 0, done.output
-        assert store.current() == run_id and client.get(f"{prefix}:lock") is None
+        assert store.current() == run_id and client.get(Keys(prefix).lock) is None
 
         expected = lists(client, single, RunStore(client, single).current())
         got = lists(client, Keys(prefix), run_id)
