@@ -21,12 +21,11 @@ from batch import pipeline
 from batch.download import ML_1M, Release, download, is_complete
 from batch.interactions import Interactions
 from batch.lifecycle import PublishReport, publish
-from batch.lists import encode_lists, item_heads
+from batch.lists import encode_lists, encode_one, item_heads
 from batch.movielens import Movies
 from batch.movielens_ratings import load_dir
 from batch.params import Params
 from batch.store import RunStore
-from lookup_api.contract.items import encode_list
 from lookup_api.contract.keys import new_run_id
 
 log = logging.getLogger(__name__)
@@ -155,7 +154,7 @@ def run_job(
 
     stage = time.perf_counter()
     heads = item_heads(data.item_ids, loaded.movies)
-    popular = encode_list(heads, *(a.tolist() for a in pipeline.popular(models, params.top_n)))
+    popular = encode_one(heads, *pipeline.popular(models, params.top_n))
     lists = encode_lists(data.user_ids, recs.items, recs.scores, recs.ratings, heads)
     run_id = new_run_id()
     result = JobResult(run_id, data.n_users, data.n_items, data.nnz, timings)

@@ -22,5 +22,15 @@ def encode_lists(user_ids: np.ndarray, items: np.ndarray, scores: np.ndarray, ra
     for start in range(0, len(user_ids), chunk):
         rows = slice(start, start + chunk)
         for user_id, *row in zip(user_ids[rows].tolist(), items[rows].tolist(), scores[rows].tolist(),
-                                 ratings[rows].tolist(), strict=True):
+                                 hundredths(ratings[rows]).tolist(), strict=True):
             yield user_id, encode_list(heads, *row)
+
+
+def encode_one(heads: list[str], items: np.ndarray, scores: np.ndarray, ratings: np.ndarray) -> bytes:
+    """Encode one ranked list (e.g. the popular list) from 1-d arrays."""
+    return encode_list(heads, items.tolist(), scores.tolist(), hundredths(ratings).tolist())
+
+
+def hundredths(ratings: np.ndarray) -> np.ndarray:
+    """Return ``round(rating * 100)`` in float64 as the contract wants it (padding's -inf gives 0)."""
+    return np.rint(np.clip(np.asarray(ratings, dtype=np.float64), 0.0, 10.0) * 100).astype(np.int64)

@@ -23,10 +23,9 @@ from batch import artifacts, pipeline
 from batch.download import ML_1M, Release
 from batch.job import load_stage, run_meta
 from batch.lifecycle import PublishReport, commit
-from batch.lists import encode_lists, item_heads
+from batch.lists import encode_lists, encode_one, item_heads
 from batch.params import Params
 from batch.store import RunStore, StoreError
-from lookup_api.contract.items import encode_list
 from lookup_api.contract.keys import new_run_id
 
 log = logging.getLogger(__name__)
@@ -100,7 +99,7 @@ def publish_job(out: Path | str, total: int, store: RunStore, keep: int = 2) -> 
         if sum(done.values()) != data.n_users or len(done) != total:
             raise StoreError(f"run {run_id}: shards wrote {sum(done.values())} lists in {len(done)} shards, "
                              f"expected {data.n_users} in {total}")
-        popular = encode_list(heads, *(a.tolist() for a in pipeline.popular(models, params.top_n)))
+        popular = encode_one(heads, *pipeline.popular(models, params.top_n))
         meta = {**manifest["meta"], "shards": str(total)}
         retired = commit(store, run_id, popular, data.user_ids.tolist(), meta, keep, token)
     return PublishReport(run_id, data.n_users, time.perf_counter() - started, retired)

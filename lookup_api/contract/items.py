@@ -3,9 +3,10 @@
 A stored list is compact UTF-8 JSON, an array of objects whose keys come in the order
 ``ITEM_KEYS``: ``movie_id`` (int), ``title`` (str), ``genres`` ([str]), ``score`` (the ranking
 score, 4 decimals: higher is better, comparable only within one list) and ``predicted_rating``
-(SVD's 1-5 estimate, clipped, 2 decimals).  Because ``movie_id`` comes first and the JSON is
-compact, ``,{"movie_id":`` starts every item after the first and cannot occur inside a string
-(where each quote is escaped), so :func:`first_items` cuts the first ``n`` items without parsing.
+(SVD's 1-5 estimate, clipped; 2 decimals, encoded from hundredths ``round(rating * 100)``).
+Because ``movie_id`` comes first and the JSON is compact, ``,{"movie_id":`` starts every item
+after the first and cannot occur inside a string (where each quote is escaped), so
+:func:`first_items` cuts the first ``n`` items without parsing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ PERSONALIZED, POPULAR = "personalized", "popular"  # where a served list comes f
 ITEM_KEYS = ("movie_id", "title", "genres", "score", "predicted_rating")
 _START = b'[{"' + ITEM_KEYS[0].encode() + b'":'
 _NEXT = b',{"' + ITEM_KEYS[0].encode() + b'":'
+_RATING = tuple(f',"predicted_rating":{c / 100:.2f}}}' for c in range(1001))  # 0.00 .. 10.00
 
 
 def item_head(movie_id: int, title: str, genres: Sequence[str]) -> str:
@@ -30,10 +32,13 @@ def item_head(movie_id: int, title: str, genres: Sequence[str]) -> str:
 
 
 def encode_list(heads: Sequence[str], items: Iterable[int], scores: Iterable[float],
-                ratings: Iterable[float]) -> bytes:
-    """Encode one ranked list: ``heads[i]`` per index ``i`` (negative: padding, skipped), best first."""
-    parts = [f'{heads[i]}"score":{s:.4f},"predicted_rating":{r:.2f}}}'
-             for i, s, r in zip(items, scores, ratings, strict=True) if i >= 0]
+                hundredths: Iterable[int]) -> bytes:
+    """Encode one ranked list: ``heads[i]`` per index ``i`` (negative: padding, skipped), best first.
+
+    ``hundredths``: each predicted rating as ``round(rating * 100)``, in 0..1000.
+    """
+    parts = [f'{heads[i]}"score":{s:.4f}{_RATING[c]}'
+             for i, s, c in zip(items, scores, hundredths, strict=True) if i >= 0]
     return ("[" + ",".join(parts) + "]").encode("utf-8")
 
 
@@ -44,8 +49,10 @@ def encode_items(items: Iterable[Mapping]) -> bytes:
         if set(item) != set(ITEM_KEYS):
             raise ValueError(f"an item has keys {sorted(item)}, expected {list(ITEM_KEYS)}")
     heads = [item_head(it["movie_id"], it["title"], it["genres"]) for it in items]
-    return encode_list(heads, range(len(items)), [float(it["score"]) for it in items],
-                       [float(it["predicted_rating"]) for it in items])
+    cents = [round(float(it["predicted_rating"]) * 100) for it in items]
+    if not all(0 <= c <= 1000 for c in cents):
+        raise ValueError("a predicted_rating is outside 0..10")
+    return encode_list(heads, range(len(items)), [float(it["score"]) for it in items], cents)
 
 
 def decode_items(raw: bytes | str) -> list[dict]:
