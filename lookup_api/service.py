@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import redis
 
 from lookup_api.contract.connection import UNAVAILABLE
-from lookup_api.contract.items import PERSONALIZED, POPULAR, decode_items, first_items
+from lookup_api.contract.items import PERSONALIZED, POPULAR, first_items
 from lookup_api.contract.keys import Keys
 
 log = logging.getLogger(__name__)
+
 
 class NoLiveRun(Exception):
     """Redis answers but no run has been published yet."""
@@ -44,19 +45,14 @@ class Result:
     items_json: bytes
     stale: bool = False
 
-    @property
-    def items(self) -> list[dict]:
-        """The items, parsed."""
-        return decode_items(self.items_json)
-
 
 @dataclass
 class _Run:
     run_id: str
     generated_at: str | None
     top_n: int
-    popular: bytes = b"[]"  # the stored JSON, never re-serialised
-    users: frozenset[int] | None = None  # ids with a list; None: unknown, ask Redis
+    popular: bytes  # the stored JSON, never re-serialised
+    users: frozenset[int]  # the ids with a list
 
 
 def _text(value) -> str | None:
@@ -96,12 +92,10 @@ class Lookup:
         pipe.get(self.keys.popular(run_id))
         pipe.get(self.keys.users(run_id))
         (created, top_n), popular, users = pipe.execute()
-        if popular is None:
+        if popular is None or users is None:
             raise KeyError(run_id)  # retired under us
-        run = _Run(run_id, _text(created), int(top_n or 0), popular,
-                   None if users is None else frozenset(json.loads(users)))
-        if not run.top_n:
-            run.top_n = len(json.loads(popular))
+        run = _Run(run_id, _text(created), int(top_n or 0) or len(json.loads(popular)), popular,
+                   frozenset(json.loads(users)))
         self._runs = {run_id: run}  # keep only the live run's cache
         self._last_good = run
         return run
@@ -158,12 +152,11 @@ class Lookup:
                 self._lists = (run.run_id, lists)
             if user_id in lists:
                 items = lists[user_id]
-            elif run.users is not None and user_id not in run.users:
+            elif user_id not in run.users:
                 items = None  # unknown user: no round trip at all
             else:
                 raw = self.client.get(self.keys.user(run.run_id, user_id))  # one round trip
-                if raw is None and (run.users is not None  # a known user's list is gone: retired
-                                    or not self.client.exists(self.keys.popular(run.run_id))):
+                if raw is None:  # a known user's list is gone: the run was retired
                     raise KeyError(run.run_id)  # retry on the new live run
                 items = raw  # bytes: cheap to keep, invisible to the garbage collector
                 if self.cache_size:
@@ -191,6 +184,6 @@ class Lookup:
         except NoLiveRun as exc:
             return False, str(exc)
         except KeyError as exc:
-            return False, f"live run {exc.args[0]} has no popular list"
+            return False, f"live run {exc.args[0]} has no popular list or user index"
         except UNAVAILABLE as exc:
             return False, f"Redis unavailable: {type(exc).__name__}"
