@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 
 DEFAULT_PREFIX = "recsys"
 DEFAULT_KEEP = 2
-RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4,}$")
 PREFIX_RE = re.compile(r"^(?=.)[A-Za-z0-9_.\-]*(\{[A-Za-z0-9_.\-]+\})?[A-Za-z0-9_.\-]*$")
 
 
@@ -99,7 +98,3 @@ def new_run_id(now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(2)}"
 
-
-def is_run_id(value: str) -> bool:
-    """Return True when ``value`` looks like a run id made by :func:`new_run_id`."""
-    return bool(RUN_ID_RE.match(value))
