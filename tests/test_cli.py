@@ -247,3 +247,20 @@ def test_help_is_complete_generic_and_uncut():
     for name, command in cli.commands.items():
         summary = " ".join(listing.split(f"  {name} ", 1)[1].split("\n  ")[0].split())
         assert summary.startswith(command.get_short_help_str(200)[:40]), name
+
+
+def test_help_and_read_only_commands_import_no_model_library(publish_small, redis_url, prefix):
+    """--help, status, show and rollback stay fast: no numpy, scipy, pandas, sklearn, implicit, surprise."""
+    import subprocess
+    import sys
+
+    publish_small()
+    publish_small()
+    code = ("import sys\nfrom batch.cli import cli\ntry:\n    cli(sys.argv[1:], standalone_mode=False)\n"
+            "finally:\n    print('HEAVY', sorted(m for m in ('numpy', 'scipy', 'pandas', 'sklearn', "
+            "'implicit', 'surprise') if m in sys.modules))")
+    shared = ["--redis-url", redis_url, "--prefix", prefix]
+    for args in (["--help"], ["run", "--help"], [*shared, "status"], [*shared, "show", "1", "-n", "3"],
+                 [*shared, "show", "999999"], [*shared, "rollback"]):
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+        assert "HEAVY []" in done.stdout, (args, done.stdout[-300:], done.stderr[-500:])

@@ -33,9 +33,9 @@ def start():
     Example:
       RECSYS_EMBEDDED_DIR=/var/tmp/recsys recsys-batch embedded start
     """
-    from lookup_api.contract.embedded import ensure, redis_cli
+    from lookup_api.contract.embedded import ensure, redis_cli, shown
 
-    socket = ensure()
+    socket = shown(ensure())
     click.echo(f"embedded redis-server on {socket} (inspect: {redis_cli(socket)})")
 
 
@@ -49,7 +49,7 @@ def status(as_json):
     Example:
       recsys-batch embedded status
     """
-    from lookup_api.contract.embedded import redis_cli
+    from lookup_api.contract.embedded import redis_cli, shown
     from lookup_api.contract.embedded import status as server_status
 
     info = server_status()
@@ -57,9 +57,10 @@ def status(as_json):
         click.echo(json.dumps(info, indent=2))
         return
     state = f"running, pid {info['pid']}" if info["pid"] else "not running"
-    click.echo(f"embedded redis-server in {info['directory']}: {state}")
+    click.echo(f"embedded redis-server in {shown(info['directory'])}: {state}")
     if info["pid"]:
-        click.echo(f"  socket: {info['socket']} (inspect: {redis_cli(info['socket'])})")
+        socket = shown(info["socket"])
+        click.echo(f"  socket: {socket} (inspect: {redis_cli(socket)})")
     for name, size in info["files"].items():
         click.echo(f"  {name}: {size} bytes")
 
@@ -73,10 +74,10 @@ def stop():
     Example:
       recsys-batch embedded stop
     """
-    from lookup_api.contract.embedded import embedded_dir
+    from lookup_api.contract.embedded import embedded_dir, shown
     from lookup_api.contract.embedded import stop as stop_server
 
     pid = stop_server()
-    where = embedded_dir()
+    where = shown(embedded_dir())
     click.echo(f"stopped the embedded redis-server (pid {pid}) of {where}" if pid
                else f"no embedded redis-server was running for {where}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import re
 import socket
 from pathlib import Path
@@ -112,7 +111,7 @@ def connect(
             retry=retry,
         )
     path = embedded.ensure(embedded_dir, create=create)
-    log.info("using the embedded redis-server on %s", path)
+    log.debug("using the embedded redis-server on %s", path)
     return redis.Redis(unix_socket_path=str(path), socket_timeout=socket_timeout,
                        socket_connect_timeout=connect_timeout, retry=retry)
 
@@ -123,12 +122,7 @@ def describe(client: redis.Redis) -> str:
         return "Redis Cluster via " + ", ".join(n.name for n in client.get_primaries())
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
-        path = _short(kwargs["path"])
+        path = embedded.shown(kwargs["path"])
         return f"unix socket {path} (inspect: {embedded.redis_cli(path)})"
     return f"{kwargs.get('host')}:{kwargs.get('port')} db {kwargs.get('db', 0)}"
 
-
-def _short(path: str) -> str:
-    """Return ``path`` relative to the working directory when it lies below it (as typed in a shell)."""
-    relative = os.path.relpath(path)
-    return path if relative.startswith("..") else relative

