@@ -18,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from batch import pipeline
-from batch.download import ML_1M, Release, download, is_complete
+from batch.download import ML_1M, Release, download, find_dataset
 from batch.interactions import Interactions
 from batch.lifecycle import PublishReport, publish
 from batch.lists import encode_lists, encode_one, item_heads
@@ -47,13 +47,9 @@ def resolve_data_dir(data_dir: Path | str, url: str | None = None, release: Rele
     ``data_dir`` itself is used as is when it holds the files; otherwise
     ``data_dir/<release>`` is used, and downloaded (verified) when missing.
     """
-    data_dir = Path(data_dir)
-    fmt = release.fmt
-    if (data_dir / fmt.ratings_file).is_file() or (data_dir / fmt.movies_file).is_file():
-        return data_dir
-    cached = data_dir / release.name
-    if is_complete(cached, release):
-        return cached
+    found = find_dataset(data_dir, release)
+    if found is not None:
+        return found
     return download(data_dir, release, url=url)
 
 

@@ -58,32 +58,15 @@ def train(data: Interactions, movies: Movies, params: Params) -> Models:
     """Fit ALS, TF-IDF content, SVD and popularity on ``data``."""
     timings = {}
     started = time.perf_counter()
-    als = train_als(
-        data.matrix,
-        factors=params.als_factors,
-        regularization=params.als_regularization,
-        iterations=params.als_iterations,
-        alpha=params.als_alpha,
-        weighting=params.als_weighting,
-        seed=params.seed,
-    )
+    als = train_als(data.matrix, **params.kwargs("als"))
     timings["train_als"] = time.perf_counter() - started
     started = time.perf_counter()
     counts, _ = item_stats(data.matrix)
     content = train_content(item_genres(data, movies), counts)
-    popular = popularity_scores(data.matrix, params.popularity_rule, params.popularity_min_count)
+    popular = popularity_scores(data.matrix, **params.kwargs("popularity"))
     timings["train_content"] = time.perf_counter() - started
     started = time.perf_counter()
-    svd, _ = train_svd(
-        data.matrix,
-        data.user_ids,
-        data.item_ids,
-        factors=params.svd_factors,
-        lr=params.svd_lr,
-        reg=params.svd_reg,
-        epochs=params.svd_epochs,
-        seed=params.seed,
-    )
+    svd, _ = train_svd(data.matrix, data.user_ids, data.item_ids, **params.kwargs("svd"))
     timings["train_svd"] = time.perf_counter() - started
     return Models(als, content, svd, counts, popular, timings)
 

@@ -97,14 +97,23 @@ class RunStore:
         return None if raw is None else decode_items(raw)
 
     def serve(self, user_id: int, n: int) -> tuple[str, str, list[dict]]:
-        """Return ``(run id, source, first n items)`` as the API serves ``user_id`` (popular if no list)."""
+        """Return ``(run id, source, first n items)`` as the API serves ``user_id`` (popular if no list).
+
+        ``n`` follows the API's rule for ``?n=``: 1 to the run's list length, else ValueError.
+        """
         live = self.current()
         if live is None:
             raise StoreError("no run has been published yet (run `recsys-batch run`)")
-        raw = self.client.get(self.keys.user(live, user_id))
-        popular = self.client.get(self.keys.popular(live))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.user(live, user_id))
+        pipe.get(self.keys.popular(live))
+        pipe.hget(self.keys.meta(live), "top_n")
+        raw, popular, top_n = pipe.execute()
         if popular is None:
             raise StoreError(f"the live run {live} has no keys (deleted?); see `recsys-batch status`")
+        top_n = int(top_n or len(decode_items(popular)))
+        if not 1 <= n <= top_n:
+            raise ValueError(f"n must be an integer from 1 to {top_n}, got {n}")
         return live, PERSONALIZED if raw else POPULAR, decode_items(first_items(raw or popular, n))
 
     # -- locking ---------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Load test: gunicorn (2 workers) on loopback + wrk, 30 s at 32 connections, zero errors."""
+"""Load test: gunicorn (2 workers) on loopback + wrk, 30 s at 32 connections, zero errors.
+
+Marked ``load`` (and ``slow``): about 2 minutes in all; deselect with ``-m "not load"``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import pytest
 
 from tests.loadtest import gunicorn, wrk
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.load]
 
 
 P99_FACTOR = 10  # generous: the API's p99 within 10x a bare Flask endpoint's, measured in the same run

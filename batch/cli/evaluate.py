@@ -24,11 +24,15 @@ def _command_line(ctx: click.Context) -> str:
     return ctx.command_path
 
 
-def _load(obj: Context):
+DOWNLOAD_HELP = "Download the dataset into --data-dir if it is not there. [env: RECSYS_DOWNLOAD]"
+
+
+def _load(obj: Context, download: bool):
     """Return (ratings, movies, provenance) of the dataset under ``--data-dir``."""
     from batch.job import code_version, dataset_checksum, resolve_data_dir
     from batch.movielens_ratings import load_dir
 
+    obj.require_data(download)
     directory = resolve_data_dir(obj.data_dir, release=obj.release)
     ratings, movies = load_dir(directory, obj.release.fmt)
     return ratings, movies, {"dataset": obj.release.name,
@@ -36,7 +40,7 @@ def _load(obj: Context):
                              "code_version": code_version()}
 
 
-@click.command()
+@click.command(short_help="Compare the pipeline with baselines on the original 60/20/20 split.")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=f"Parameters of the default pipeline [default: {TUNED_PATH.name}, else built-in].")
 @click.option("--ranker", type=click.Choice(RANKERS), help="Override the default pipeline's ranker.")
@@ -51,14 +55,16 @@ def _load(obj: Context):
               help="Write every number and the protocol as JSON.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write evaluation.md and curves.png (precision@k, recall@k) into this directory.")
+@click.option("--download", is_flag=True, envvar="RECSYS_DOWNLOAD", help=DOWNLOAD_HELP)
 @click.pass_context
 @fail_cleanly
-def evaluate(ctx, params_file, ranker, phase, cutoff, ease_l2, original_users, json_path, report_dir):
+def evaluate(ctx, params_file, ranker, phase, cutoff, ease_l2, original_users, json_path, report_dir,
+             download):
     """Compare the pipeline with baselines on the original 60/20/20 split (fair protocol).
 
     \b
     Example:
-      recsys-batch --data-dir ../shared/data/ml-1m evaluate --json eval.json --report docs/eval
+      recsys-batch evaluate --data-dir /path/to/ml-1m --json data/eval/evaluation.json --report data/eval
     """
     from batch.evaluation.evaluate import DEFAULT_EASE_L2
     from batch.evaluation.evaluate import evaluate as run_evaluation
@@ -68,7 +74,7 @@ def evaluate(ctx, params_file, ranker, phase, cutoff, ease_l2, original_users, j
     params = load_params(params_file).with_(ranker=ranker)
     if ease_l2 is None:
         ease_l2 = float(tuned_document(params_file).get("baselines", {}).get("ease_l2", DEFAULT_EASE_L2))
-    ratings, movies, provenance = _load(ctx.obj)
+    ratings, movies, provenance = _load(ctx.obj, download)
     try:
         report = run_evaluation(ratings, movies, params, ease_l2=ease_l2, phase=phase,
                                 original_users=original_users)
@@ -85,27 +91,30 @@ def evaluate(ctx, params_file, ranker, phase, cutoff, ease_l2, original_users, j
         click.echo(f"report: {md}, {png}")
 
 
-@click.command()
+@click.command(short_help="Search the model parameters on validation; write the tuned file.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=TUNED_PATH,
+              show_default="batch/tuned_params.json",
               help="Where to write the tuned parameters (`run` and `evaluate` read the default path).")
 @click.option("--quick", is_flag=True, help="A tiny search space (smoke tests), not for real use.")
 @click.option("--seed", type=int, default=42, help="Seed of the split and of the models.")
+@click.option("--download", is_flag=True, envvar="RECSYS_DOWNLOAD", help=DOWNLOAD_HELP)
 @click.pass_context
 @fail_cleanly
-def tune(ctx, output, quick, seed):
+def tune(ctx, output, quick, seed, download):
     """Search ALS, SVD, candidate counts and the ranking blend on validation; write the tuned file.
 
     Fits on the train part and scores the validation part only: test is never read.
 
     \b
     Example:
-      recsys-batch --data-dir ../shared/data/ml-1m tune      # writes batch/tuned_params.json
+      recsys-batch tune --data-dir /path/to/ml-1m              # writes batch/tuned_params.json
+      recsys-batch tune --data-dir /path/to/ml-1m --output data/tuned.json
     """
     from batch.evaluation.split import EvaluationError
     from batch.evaluation.tuning import SMALL, SearchSpace, write_tuned
     from batch.evaluation.tuning import tune as run_tune
 
-    ratings, movies, provenance = _load(ctx.obj)
+    ratings, movies, provenance = _load(ctx.obj, download)
     started = time.perf_counter()
     try:
         doc = run_tune(ratings, movies, space=SMALL if quick else SearchSpace(), seed=seed)
