@@ -79,7 +79,7 @@ class RunStore:
         return [(_text(r), s) for r, s in self.client.zrevrange(self.keys.runs, 0, -1, withscores=True)]
 
     def pending(self) -> list[str]:
-        """Return the runs registered as being written (or left behind by a failed run)."""
+        """Return the runs being written, or left behind by a failed run or a cut-short deletion."""
         return [_text(r) for r in self.client.zrange(self.keys.pending, 0, -1)]
 
     def meta(self, run_id: str) -> dict[str, str]:
@@ -215,7 +215,8 @@ class RunStore:
         self.client.zadd(self.keys.runs, {run_id: created})
 
     def unmark(self, run_id: str) -> None:
-        """Take ``run_id`` out of the history again (its flip was refused); it stays pending."""
+        """Take ``run_id`` out of the history again (its flip was refused) and list it pending."""
+        self.client.zadd(self.keys.pending, {run_id: time.time()}, nx=True)
         self.client.zrem(self.keys.runs, run_id)
         self.client.hset(self.keys.meta(run_id), "status", "abandoned")
 

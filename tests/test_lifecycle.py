@@ -201,3 +201,19 @@ def test_rollback_to_every_kind_of_run(store, server):
     assert assert_serving(store, server.url) == N
     assert_no_orphans(store)
     assert [r for r, _ in store.runs()] == [N, P]  # the broken B and the half-retired A are gone
+
+
+def test_lock_lost_between_the_check_and_the_flip_after_the_new_holder_retired_us(store, server):
+    """The narrowest window: A passed its lock check; B then published and deleted A's keys."""
+    run(store, P, 1)
+
+    def b_publishes_meanwhile(step: str) -> None:
+        if step == "before_flip":  # A is listed complete now; its lock expires, B publishes and retires A
+            store.client.delete(store.keys.lock)
+            run(store, B, 3)
+
+    with pytest.raises(LostLockError):
+        run(store, A, 2, hook=b_publishes_meanwhile)
+    assert A not in dict(store.runs()) and assert_serving(store, server.url) == B
+    run(store, N, 4)
+    assert_no_orphans(store)  # what A wrote after B deleted its keys is gone too
