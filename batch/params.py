@@ -46,6 +46,11 @@ class Params:
     popularity_rule: str = "mean"
     popularity_min_count: int = 100
     seed: int = 42
+    # popular (cold-start) list, issue 12: popularity_rule is one of batch.models.popularity's
+    # POPULARITY_RULES (mean | damped | count | liked); damping is the damped rule's strength;
+    # recency_days > 0 halves a rating's weight every that many days before the newest rating.
+    popularity_damping: float = 100.0
+    popularity_recency_days: float = 0.0
 
     def __post_init__(self) -> None:
         if self.ranker not in RANKERS:

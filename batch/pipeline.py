@@ -53,6 +53,14 @@ def item_genres(data: Interactions, movies: Movies) -> list[list[str]]:
     return [lookup.get(int(m), ("", []))[1] for m in data.item_ids]
 
 
+def popular_scores(data: Interactions, params: Params) -> np.ndarray:
+    """Score every item (n_items,) for the popular (cold-start) list under ``params``' rule."""
+    return popularity_scores(data.matrix, params.popularity_rule, params.popularity_min_count,
+                             params.popularity_damping, times=data.times,
+                             half_life_days=params.popularity_recency_days,
+                             like_threshold=params.like_threshold)
+
+
 def train(data: Interactions, movies: Movies, params: Params) -> Models:
     """Fit ALS, TF-IDF content, SVD and popularity on ``data``."""
     timings = {}
@@ -70,7 +78,7 @@ def train(data: Interactions, movies: Movies, params: Params) -> Models:
     started = time.perf_counter()
     counts, _ = item_stats(data.matrix)
     content = train_content(item_genres(data, movies), counts)
-    popular = popularity_scores(data.matrix, params.popularity_rule, params.popularity_min_count)
+    popular = popular_scores(data, params)
     timings["train_content"] = time.perf_counter() - started
     started = time.perf_counter()
     svd, _ = train_svd(
