@@ -163,3 +163,18 @@ def test_a_split_with_an_empty_part_is_a_clean_error():
     one_time = Ratings(np.arange(10), np.arange(10), np.full(10, 4, np.float32), np.zeros(10, np.int64))
     with pytest.raises(EvaluationError, match="empty"):
         split_by_time(one_time)
+
+
+def test_fallback_choice_takes_the_best_rule_and_guards_the_half_life(timed_dir):
+    from batch.evaluation.fallback import BASE_RULES, HALF_LIVES, choose_fallback
+
+    ratings, _ = load_dir(timed_dir)
+    split = split_by_time(ratings)
+    data = Interactions.from_ratings(ratings.take(split.train))
+    chosen, trials, guard = choose_fallback(data, cold_users(data, ratings.take(split.validation)), SMALL)
+    assert len(trials) == len(BASE_RULES) + len(HALF_LIVES)
+    best = max(trials[: len(BASE_RULES)], key=lambda t: (t["precision@10"], t["ndcg@10"]))
+    assert chosen["popularity_rule"] == best["changes"]["popularity_rule"]
+    assert guard["adopted"] == (guard["gain_p@10"] > guard["standard_error"])
+    assert (chosen["popularity_recency_days"] > 0) == guard["adopted"]
+    assert Params().with_(**chosen).popularity_rule == chosen["popularity_rule"]  # a valid Params change

@@ -52,13 +52,14 @@ def fallback_comparison(ratings: Ratings, split, params: Params, phase: str) -> 
     """Compare the cold-start rules: the choice on validation, and the same rules on ``phase``."""
     fit, held = phase_parts(split, "validation")
     data = Interactions.from_ratings(ratings.take(fit))
-    chosen, trials = choose_fallback(data, cold_users(data, ratings.take(held)), params)
-    doc = {"validation": trials, "chosen_on_validation": chosen,
+    chosen, trials, guard = choose_fallback(data, cold_users(data, ratings.take(held)), params)
+    doc = {"validation": trials, "recency_guard": guard, "chosen_on_validation": chosen,
            "published": {k: getattr(params, k) for k in chosen}, "published_rule": describe(params)}
     if phase != "validation":
         fit, held = phase_parts(split, phase)
         data = Interactions.from_ratings(ratings.take(fit))
-        recency = [{**chosen, "popularity_recency_days": h} for h in HALF_LIVES]
+        base = {k: v for k, v in chosen.items() if k != "popularity_recency_days"}
+        recency = [{**base, "popularity_recency_days": h} for h in HALF_LIVES]
         doc[phase] = compare_rules(data, cold_users(data, ratings.take(held)), params,
                                    [*BASE_RULES, *recency])
     return doc

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from batch import pipeline
-from batch.evaluation.metrics import ranking_curves
+from batch.evaluation.metrics import hits, ranking_curves
 from batch.evaluation.temporal import ColdUsers
 from batch.interactions import Interactions
 from batch.models.popularity import top_popular
@@ -57,6 +57,11 @@ def score_cold(cold: ColdUsers, items: np.ndarray, n_items: int, k: int) -> dict
 def compare_rules(data: Interactions, cold: ColdUsers, base: Params, rules: list[dict],
                   k: int = 10) -> list[dict]:
     """Score every rule (changes to ``base``) for the cold users; one dict per rule."""
+    return _clean(_score_rules(data, cold, base, rules, k))
+
+
+def _score_rules(data: Interactions, cold: ColdUsers, base: Params, rules: list[dict],
+                 k: int = 10) -> list[dict]:
     out = []
     for changes in rules:
         params = base.with_(**{**NEUTRAL, **changes})
@@ -65,23 +70,43 @@ def compare_rules(data: Interactions, cold: ColdUsers, base: Params, rules: list
         out.append({"rule": describe(params), "changes": changes, "users": len(cold),
                     "precision@10": round(float(curves["precision"][9]), 5),
                     "ndcg@10": round(float(curves["ndcg"][9]), 5)})
+        out[-1]["_hits"] = hits(served_lists(items, len(cold), 10), cold.relevant).mean(axis=1)
     return out
+
+
+def _clean(trials: list[dict]) -> list[dict]:
+    return [{k: v for k, v in t.items() if k != "_hits"} for t in trials]
+
+
+def paired_gain(better: dict, base: dict) -> tuple[float, float]:
+    """Return (mean, standard error) of the per-user P@10 difference between two scored rules."""
+    diff = better["_hits"] - base["_hits"]
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
 
 
 def _best(trials: list[dict]) -> dict:
     return max(trials, key=lambda t: (t["precision@10"], t["ndcg@10"]))
 
 
-def choose_fallback(data: Interactions, cold: ColdUsers, base: Params) -> tuple[dict, list[dict]]:
-    """Pick the best base rule, then its best recency half-life (0 = none); return (changes, trials).
+def choose_fallback(data: Interactions, cold: ColdUsers, base: Params) -> tuple[dict, list[dict], dict]:
+    """Pick the best base rule, then its best recency half-life; return (changes, trials, guard).
 
-    Run it on the validation phase only: every choice maximises P@10 for cold users (ties: NDCG@10).
+    Run it on the validation phase only: every choice maximises P@10 for cold users (ties:
+    NDCG@10).  The half-life is adopted only when its per-user P@10 gain over the unweighted
+    rule exceeds one standard error: a recency weight depends on how many ratings the last
+    days hold, which differs between a validation cut and the nightly production data, so a
+    gain within noise does not pay for it.
     """
-    trials = compare_rules(data, cold, base, list(BASE_RULES))
+    trials = _score_rules(data, cold, base, list(BASE_RULES))
     best = _best(trials)
     recency = [{**best["changes"], "popularity_recency_days": h} for h in HALF_LIVES]
-    trials += compare_rules(data, cold, base, recency)
-    chosen = _best([best, *trials[len(BASE_RULES):]])
-    log.info("fallback: %s, P@10 %.4f for %s cold users (original rule %.4f)", chosen["rule"],
-             chosen["precision@10"], len(cold), trials[0]["precision@10"])
-    return {"popularity_rule": "", **NEUTRAL, **chosen["changes"]}, trials
+    trials += _score_rules(data, cold, base, recency)
+    weighted = _best(trials[len(BASE_RULES):])
+    gain, error = paired_gain(weighted, best)
+    chosen = weighted if gain > error else best
+    log.info("fallback: %s, P@10 %.4f for %s cold users (original rule %.4f; best half-life %s: "
+             "gain %.4f +- %.4f)", chosen["rule"], chosen["precision@10"], len(cold),
+             trials[0]["precision@10"], weighted["changes"]["popularity_recency_days"], gain, error)
+    guard = {"best_recency_rule": weighted["rule"], "over": best["rule"], "gain_p@10": round(gain, 5),
+             "standard_error": round(error, 5), "adopted": chosen is weighted}
+    return {"popularity_rule": "", **NEUTRAL, **chosen["changes"]}, _clean(trials), guard

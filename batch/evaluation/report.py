@@ -58,7 +58,7 @@ def _md_table(header: list[str], cells: list[list[str]]) -> list[str]:
     return [f"| {' | '.join(header)} |", "|" + "---|" * len(header), *(f"| {' | '.join(r)} |" for r in cells)]
 
 
-def fallback_table(report: dict) -> tuple[list[str], list[list[str]]]:
+def fallback_table(report: dict, bold: bool = True) -> tuple[list[str], list[list[str]]]:
     """Return (header, cells) of the cold-start rules: P@10 / NDCG@10 on validation and on the phase."""
     fb = report["fallback"]
     phases = [p for p in ("validation", "test") if p in fb]
@@ -71,10 +71,18 @@ def fallback_table(report: dict) -> tuple[list[str], list[list[str]]]:
     chosen = fb["published_rule"]
     out = []
     for rule, by_phase in cells.items():
-        name = f"**{rule}** (published)" if rule == chosen else rule
+        name = (f"**{rule}** (published)" if bold else f"{rule} (published)") if rule == chosen else rule
         out.append([name, *(f"{by_phase[p][m]:.4f}" if p in by_phase else "" for p in phases
                             for m in ("precision@10", "ndcg@10"))])
     return header, out
+
+
+def recency_line(report: dict) -> str:
+    """Return one line on the recency guard: the best half-life's validation gain, adopted or not."""
+    g = report["fallback"]["recency_guard"]
+    verdict = "adopted" if g["adopted"] else "not adopted (within one standard error)"
+    return (f"recency: {g['best_recency_rule']} vs {g['over']}: validation P@10 gain {g['gain_p@10']:+.4f} "
+            f"(standard error {g['standard_error']:.4f}): {verdict}")
 
 
 def format_table(doc: dict, k: int = 10) -> str:
@@ -94,7 +102,8 @@ def format_table(doc: dict, k: int = 10) -> str:
             for segment in SEGMENTS:
                 out += ["", f"{segment} users ({proto['users'][segment]})",
                         *_text_table(*table_rows(report, k, segment))]
-            out += ["", "cold-start rules (chosen on validation)", *_text_table(*fallback_table(report))]
+            out += ["", "cold-start rules (chosen on validation)",
+                    *_text_table(*fallback_table(report, bold=False)), recency_line(report)]
         out += [f"evaluated in {report['timings']['total']:.0f}s", *summary(report, k), ""]
     return "\n".join(out)
 
@@ -121,7 +130,7 @@ def markdown(doc: dict, k: int = 10, plots: dict[str, str] | None = None, comman
                 lines += [f"### {segment.capitalize()} users ({proto['users'][segment]})", "",
                           *_md_table(*table_rows(report, k, segment)), ""]
             lines += ["### Cold-start lists (chosen on validation, never on test)", "",
-                      *_md_table(*fallback_table(report)), ""]
+                      *_md_table(*fallback_table(report)), "", f"{recency_line(report)}.", ""]
         lines += ["", *(f"- {s}" for s in summary(report, k)), "", f"### Protocol ({name})", ""]
         lines += [f"- **{key}**: {_plain(value)}" for key, value in proto.items()]
         lines += [f"- **timings (s)**: {_plain(report['timings'])}"]

@@ -61,7 +61,7 @@ def tune_temporal(ratings: Ratings, movies: Movies, base: Params, ease_l2: float
     fold = fold_for(ratings, split, "validation")
     data, warm = fold.data, fold.users()
     cold = cold_users(data, ratings.take(phase_parts(split, "validation")[1]))
-    fallback, trials = choose_fallback(data, cold, base)
+    fallback, trials, guard = choose_fallback(data, cold, base)
     trials = [{"stage": "fallback", **t} for t in trials]
     base = base.with_(**fallback)
     cache = ModelCache(fold, movies)
@@ -108,6 +108,7 @@ def tune_temporal(ratings: Ratings, movies: Movies, base: Params, ease_l2: float
                      "fit_on": "train", "scored_on": "validation",
                      "users": {"warm": len(warm), "cold": len(cold)}, "relevance": "rating >= 4"},
         "chosen": {**fallback, **{k: getattr(chosen, k) for k in blends[0]}},
+        "fallback_recency_guard": guard,
         "als_pop": als_pop,
         "validation": {"warm_default": _named(temporal_key), "random_default": _named(random_key),
                        "random_best_of_als_and_ease": _named(bar)},
