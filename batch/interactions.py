@@ -35,7 +35,7 @@ class Interactions:
             shape=(len(user_ids), len(item_ids)),
         )
         matrix.sort_indices()
-        order = np.lexsort((cols, rows))  # CSR order: by row, then column (pairs are unique)
+        order = np.argsort(rows.astype(np.int64) * len(item_ids) + cols)  # CSR order (pairs are unique)
         return cls(user_ids, item_ids, matrix, np.asarray(ratings.timestamps, dtype=np.int64)[order])
 
     @property
