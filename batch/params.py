@@ -17,7 +17,7 @@ TUNED_PATH = Path(__file__).with_name("tuned_params.json")
 RANKERS = ("svd", "blend")
 BLEND_FORMS = ("linear", "product")
 WEIGHTINGS = ("raw", "binary", "liked", "bm25")
-POPULARITY_RULES = ("mean", "damped", "count")
+POPULARITY_RULES = ("mean", "damped", "count", "liked")
 # Groups whose settings are the keyword arguments of one training call (prefix stripped):
 # "als" -> batch.models.als.train_als, "svd" -> train_svd, "popularity" -> popularity_scores.
 TRAINED = ("als", "svd", "popularity")
@@ -53,8 +53,9 @@ class Params:
     candidates: int = setting(100, "ALS candidates per user.", group="candidates", min=1, max=5000)
     content_candidates: int = setting(30, "TF-IDF genre candidates per user (0: none).",
                                       group="candidates", min=0, max=5000)
-    like_threshold: float = setting(4.0, "Rating from which a movie counts as liked (content candidates).",
-                                    group="candidates", min=0)
+    like_threshold: float = setting(4.0, "Rating from which a movie counts as liked (content candidates, "
+                                    "the liked popularity rule).", group=("candidates", "popularity"),
+                                    min=0)
     ranker: str = setting("svd", "svd: SVD predicted rating (original design); blend: the blend below.",
                           group="ranking", choices=RANKERS)
     blend_svd: float = setting(1.0, "Blend weight of the SVD term.", group="ranking")
@@ -67,12 +68,16 @@ class Params:
                                  min=0, min_open=True)
     top_n: int = setting(50, "List length per user.", group="ranking", min=1, max=1000)
     popularity_rule: str = setting("mean", "Popular list (unknown users): mean rating among movies with "
-                                   ">= min-count ratings, damped mean, or count.", group="popularity",
+                                   ">= min-count ratings, damped mean, count of ratings, or count of "
+                                   "ratings >= like-threshold (liked).", group="popularity",
                                    choices=POPULARITY_RULES)
     popularity_min_count: int = setting(100, "Ratings a movie needs for the mean popularity rule.",
                                         group="popularity", min=1)
     popularity_damping: float = setting(100.0, "Ratings' weight of the global mean in the damped rule.",
                                         group="popularity", min=0)
+    popularity_recency_days: float = setting(0.0, "Half-life in days of a rating's weight in the popular "
+                                             "list, counted back from the newest rating (0: no decay).",
+                                             group="popularity", min=0)
     seed: int = setting(42, "Random seed of ALS and SVD.", group=("als", "svd"))
 
     def __post_init__(self) -> None:

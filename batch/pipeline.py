@@ -54,6 +54,11 @@ def item_genres(data: Interactions, movies: Movies) -> list[list[str]]:
     return [lookup.get(int(m), ("", []))[1] for m in data.item_ids]
 
 
+def popular_scores(data: Interactions, params: Params) -> np.ndarray:
+    """Score every item (n_items,) for the popular (cold-start) list under ``params``' rule."""
+    return popularity_scores(data.matrix, times=data.times, **params.kwargs("popularity"))
+
+
 def train(data: Interactions, movies: Movies, params: Params) -> Models:
     """Fit ALS, TF-IDF content, SVD and popularity on ``data``."""
     timings = {}
@@ -63,7 +68,7 @@ def train(data: Interactions, movies: Movies, params: Params) -> Models:
     started = time.perf_counter()
     counts, _ = item_stats(data.matrix)
     content = train_content(item_genres(data, movies), counts)
-    popular = popularity_scores(data.matrix, **params.kwargs("popularity"))
+    popular = popular_scores(data, params)
     timings["train_content"] = time.perf_counter() - started
     started = time.perf_counter()
     svd, _ = train_svd(data.matrix, data.user_ids, data.item_ids, **params.kwargs("svd"))

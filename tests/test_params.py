@@ -19,7 +19,7 @@ from batch.params import TRAINED, ParamError, Params, declared
 GROUPS = {"als", "svd", "candidates", "ranking", "popularity"}
 # The call each trained group's settings are passed to, and its data arguments (not settings).
 CALLS = {"als": (train_als, {"ratings"}), "svd": (train_svd, {"ratings", "user_ids", "item_ids"}),
-         "popularity": (popularity_scores, {"ratings"})}
+         "popularity": (popularity_scores, {"ratings", "times"})}
 
 
 def test_every_setting_is_fully_declared():

@@ -18,7 +18,7 @@ from batch.evaluation.metrics import ranking_curves, rating_errors
 from batch.evaluation.split import Fold, Split, make_fold
 from batch.models.als import train_als
 from batch.models.content import train_content
-from batch.models.popularity import item_stats, popularity_scores
+from batch.models.popularity import item_stats
 from batch.models.svd import SVDModel, train_svd
 from batch.movielens import Movies, Ratings
 from batch.params import Params, group_names
@@ -29,13 +29,19 @@ ALS_KEYS = group_names("als")  # every setting train_als receives: a model fitte
 SVD_KEYS = group_names("svd")
 
 
+def phase_parts(split: Split, phase: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return (fitted, held-out) positions: ``validation`` fits train and holds out validation;
+    ``test`` fits train + validation and holds out test."""
+    if phase == "validation":
+        return split.train, split.validation
+    if phase == "test":
+        return np.concatenate([split.train, split.validation]), split.test
+    raise ValueError(f"unknown phase {phase!r}; choose validation or test")
+
+
 def fold_for(ratings: Ratings, split: Split, phase: str, threshold: float = 4.0) -> Fold:
     """``validation``: fit on train, score validation; ``test``: fit on train + validation, score test."""
-    if phase == "validation":
-        return make_fold(ratings, split.train, split.validation, threshold)
-    if phase == "test":
-        return make_fold(ratings, np.concatenate([split.train, split.validation]), split.test, threshold)
-    raise ValueError(f"unknown phase {phase!r}; choose validation or test")
+    return make_fold(ratings, *phase_parts(split, phase), threshold)
 
 
 @dataclass
@@ -77,7 +83,7 @@ class ModelCache:
                 pipeline.item_genres(self.fold.data, self.movies), counts))
             self._shared = (content, counts)
         content, counts = self._shared
-        popular = popularity_scores(self.fold.data.matrix, **params.kwargs("popularity"))
+        popular = pipeline.popular_scores(self.fold.data, params)
         return pipeline.Models(self._als[key], content, self.svd(params), counts, popular)
 
 
