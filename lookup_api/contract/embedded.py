@@ -68,6 +68,8 @@ class Embedded:
         try:
             pid = int(self.file("redis.pid").read_text().strip())
             os.kill(pid, 0)
+        except PermissionError:
+            return pid  # alive, another user's: never start a second server on its files
         except (OSError, ValueError):
             return None
         cmdline = Path(f"/proc/{pid}/cmdline")
@@ -93,7 +95,12 @@ class Embedded:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold ``<dir>/server.lock`` (exclusive flock): one process starts or stops the server."""
-        with self.file("server.lock").open("a") as fh:
+        try:
+            fh = self.file("server.lock").open("a")
+        except OSError as exc:
+            raise EmbeddedError(f"cannot use {self.directory} for the embedded Redis: {exc.strerror}; "
+                                "set RECSYS_EMBEDDED_DIR to a writable directory, or REDIS_URL") from None
+        with fh:
             deadline = time.monotonic() + START_TIMEOUT
             while True:
                 try:
@@ -137,6 +144,8 @@ def ensure(directory: Path | str | None = None, *, create: bool = True) -> Path:
 def stop(directory: Path | str | None = None, timeout: float = 30.0) -> int | None:
     """Stop ``directory``'s server (its data is on disk); return its pid, or None if none ran."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     server = Embedded(embedded_dir(directory))
     if not server.directory.is_dir():
@@ -145,9 +154,6 @@ def stop(directory: Path | str | None = None, timeout: float = 30.0) -> int | No
         pid = server.pid()
         if pid is None:
             return None
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
         client = redis.Redis(unix_socket_path=str(server.socket), socket_timeout=timeout,
                              retry=Retry(NoBackoff(), 0))  # the connection drops on success: no retry
         try:
@@ -196,23 +202,12 @@ def _wait_until(condition, timeout: float) -> bool:
 
 
 def _config(server: Embedded, aof: bool) -> str:
-    """Return the server's configuration: unix socket only, data and logs in its directory."""
-    return "\n".join([
-        "port 0",
-        f'unixsocket "{server.socket}"',
-        "unixsocketperm 700",
-        "daemonize yes",
-        f'pidfile "{server.file("redis.pid")}"',
-        f'logfile "{server.file("redis.log")}"',
-        f'dir "{server.directory}"',
-        'dbfilename "recsys.rdb"',
-        'save ""',  # persistence is the append-only file, fsynced on every write
-        f"appendonly {'yes' if aof else 'no'}",
-        'appendfilename "appendonly.aof"',
-        "appendfsync always",
-        "aof-use-rdb-preamble yes",
-        "",
-    ])
+    """Return the server's configuration: unix socket only; data, pidfile and log in its directory."""
+    d = server.directory  # persistence is the append-only file, fsynced on every write (no RDB saves)
+    return (f'port 0\nunixsocket "{server.socket}"\nunixsocketperm 700\ndaemonize yes\n'
+            f'pidfile "{d / "redis.pid"}"\nlogfile "{d / "redis.log"}"\ndir "{d}"\ndbfilename "recsys.rdb"\n'
+            f'save ""\nappendonly {"yes" if aof else "no"}\nappendfilename "appendonly.aof"\n'
+            "appendfsync always\naof-use-rdb-preamble yes\n")
 
 
 def _start(server: Embedded) -> None:
@@ -247,11 +242,10 @@ def _switch_to_aof(server: Embedded) -> None:
 
     def done() -> bool:
         info = client.info("persistence")
-        return info["aof_enabled"] == 1 and not info["aof_rewrite_in_progress"] and \
-            not info.get("aof_rewrite_scheduled")
+        busy = info["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"]
+        return info["aof_enabled"] == 1 and not busy
 
     if not _wait_until(done, START_TIMEOUT):
         raise EmbeddedError(f"redis-server in {server.directory} did not finish writing appendonly.aof")
-    conf = server.file("redis.conf")
-    conf.write_text(_config(server, aof=True))
+    server.file("redis.conf").write_text(_config(server, aof=True))
     log.info("embedded redis-server: %s converted to appendonly.aof", server.file("recsys.rdb"))
