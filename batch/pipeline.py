@@ -40,11 +40,12 @@ class Models:
 
 @dataclass
 class Recommendations:
-    """Ranked lists: ``items`` and ``scores`` are (n_users, top_n) column indices, -1 padded."""
+    """Ranked lists, (n_users, top_n) each: column indices (-1 padded), ranking scores, SVD ratings."""
 
     users: np.ndarray
     items: np.ndarray
     scores: np.ndarray
+    ratings: np.ndarray  # SVD's predicted rating of each item, clipped to the rating scale
 
 
 def item_genres(data: Interactions, movies: Movies) -> list[list[str]]:
@@ -118,16 +119,18 @@ def score_candidates(models: Models, users: np.ndarray, cands: np.ndarray, param
 
 def rank(models: Models, users: np.ndarray, cands: np.ndarray, params: Params,
          chunk: int = 1024) -> Recommendations:
-    """Score the candidates and keep each user's top ``top_n``, best first."""
+    """Score the candidates and keep each user's top ``top_n``, best first, with SVD's rating."""
     users = np.asarray(users)
     n = min(params.top_n, cands.shape[1])
     items = np.full((len(users), n), -1, dtype=np.int64)
     scores = np.full((len(users), n), -np.inf, dtype=np.float32)
+    ratings = np.full((len(users), n), -np.inf, dtype=np.float32)
     for start in range(0, len(users), chunk):
         sl = slice(start, start + chunk)
         top, scores[sl] = top_n(score_candidates(models, users[sl], cands[sl], params), n)
         items[sl] = np.where(top >= 0, np.take_along_axis(cands[sl], np.maximum(top, 0), axis=1), -1)
-    return Recommendations(users, items, scores)
+        ratings[sl] = models.svd.score(users[sl], items[sl], clip=True)
+    return Recommendations(users, items, scores, ratings)
 
 
 def recommend(models: Models, data: Interactions, params: Params,
@@ -148,6 +151,7 @@ def recommend(models: Models, data: Interactions, params: Params,
     return recs
 
 
-def popular(models: Models, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return the popular list: (item indices, scores), best first."""
-    return top_popular(models.popularity, n)
+def popular(models: Models, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the popular list, best first: item indices, popularity scores, SVD's mu + b_i (clipped)."""
+    items, scores = top_popular(models.popularity, n)
+    return items, scores, models.svd.baseline(items)

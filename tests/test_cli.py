@@ -104,7 +104,7 @@ def test_unreachable_redis_is_one_line_exit_1(small_dir):
 
 
 def test_second_concurrent_run_is_refused(base, client, prefix):
-    client.set(f"{prefix}:lock", "someone-else", ex=60)
+    client.set(Keys(prefix).lock, "someone-else", ex=60)
     result = invoke(*base, "run", "--top-n", "5")
     assert result.exit_code == 1 and "holds the lock" in result.output
     assert RunStore(client, Keys(prefix)).current() is None

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from lookup_api.contract import embedded
+from lookup_api.contract.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from batch.cli import main; main()"]
@@ -169,7 +170,7 @@ def test_ctrl_c_during_run_aborts_cleanly(state, small_dir):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     client = redis.Redis(unix_socket_path=str(directory / "redis.sock"))
     deadline = time.monotonic() + 60
-    while not client.exists("recsys:lock"):  # the run holds the lock: it is loading or training
+    while not client.exists(Keys().lock):  # the run holds the lock: it is loading or training
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     time.sleep(1.0)
@@ -177,7 +178,7 @@ def test_ctrl_c_during_run_aborts_cleanly(state, small_dir):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
     assert "Aborted!" in err and "Traceback" not in err
-    assert not client.exists("recsys:lock")
+    assert not client.exists(Keys().lock)
     assert client.get("recsys:current").decode() == live
     assert len(servers_in(directory)) == 1 and client.ping()  # the server was not in the Ctrl-C's group
 

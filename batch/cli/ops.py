@@ -167,29 +167,18 @@ def show(obj: Context, user_id, n):
     Example:
       recsys-batch show 42 -n 5
     """
-    from lookup_api.service import Lookup, NoLiveRun, StoreUnavailable
-
     store = _read_only_store(obj)
     if store is None:
         raise click.ClickException("no run has been published yet (run `recsys-batch run`)")
-    lookup = Lookup(store.client, store.keys)
     try:
         with redis_errors(obj.redis_url):
-            max_n = lookup.max_n()
-            if n > max_n:  # the API's rule for ?n= (400 there)
-                raise click.BadParameter(f"n must be an integer from 1 to {max_n}, got {n}",
-                                         param_hint="'-n'")
-            result = lookup.recommendations(user_id, n)
-    except NoLiveRun as exc:
-        raise click.ClickException(str(exc)) from None
-    except StoreUnavailable as exc:
-        with redis_errors(obj.redis_url):  # Redis down: its one-line message; else the run lost its keys
-            store.client.ping()
-        raise click.ClickException(f"the live run has no keys ({exc}); see `recsys-batch status`") from None
-    click.echo(f"user {user_id}: {result.source} list from run {result.run_id}")
-    for rank, item in enumerate(result.items, start=1):
-        click.echo(f"{rank:3d}. {item['title']} [{'|'.join(item['genres'])}] "
-                   f"(movie {item['movie_id']}, score {item['score']:.3f})")
+            run_id, source, items = store.serve(user_id, n)
+    except ValueError as exc:  # the API's rule for ?n= (400 there)
+        raise click.BadParameter(str(exc), param_hint="'-n'") from None
+    click.echo(f"user {user_id}: {source} list from run {run_id}")
+    for rank, item in enumerate(items, start=1):
+        click.echo(f"{rank:3d}. {item['title']} [{'|'.join(item['genres'])}] (movie {item['movie_id']}, "
+                   f"score {item['score']:.3f}, predicted rating {item['predicted_rating']:.1f})")
 
 
 @click.command(short_help="Point the live run at an earlier complete run.")
@@ -204,7 +193,9 @@ def rollback(obj: Context, run_id):
       recsys-batch rollback                  # one run back
       recsys-batch rollback 20261126T020000Z-3f9a
     """
+    from batch.lifecycle import rollback as roll_back
+
     store = obj.store(create=False)
     with redis_errors(obj.redis_url):
-        target = store.rollback(run_id)
+        target = roll_back(store, run_id)
     click.echo(f"current -> {target}")

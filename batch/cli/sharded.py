@@ -25,8 +25,9 @@ ARTIFACTS_HELP = "Directory for model artifacts shared by train, score and publi
               help="Parameter file written by `tune` [default: the tuned file, else defaults].")
 @param_option("top_n")
 @param_option("ranker")
-@click.option("--lock-ttl", type=click.FloatRange(1), default=3600.0,
-              help="Seconds the batch lock is leased to this sharded run (released by publish).")
+@click.option("--lock-ttl", type=click.FloatRange(1), default=900.0, show_default=True,
+              help="Seconds the batch lock (the run's lease) outlives the last step that renewed it; "
+                   "each step renews it by a heartbeat while it works; publish releases it.")
 @click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
               help="Mirror of the release's zip (checksums are still verified).")
 @click.pass_obj
