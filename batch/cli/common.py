@@ -111,6 +111,14 @@ class Context:
             self._store = RunStore(client, Keys(self.prefix))
         return self._store
 
+    def durable(self):
+        """Return a context in which the embedded server fsyncs each write (no-op with REDIS_URL)."""
+        if self.redis_url is not None:
+            return contextlib.nullcontext()
+        from lookup_api.contract.embedded import fsynced
+
+        return fsynced(self.store().client)
+
     def require_data(self, download: bool = False) -> None:
         """Refuse a ``--data-dir`` typed on the command line that lacks the dataset, unless ``download``.
 

@@ -15,7 +15,7 @@ def embedded():
 
     Without REDIS_URL, the first command that needs Redis (run, the API, status...) starts it;
     it keeps running for the others (one server per directory, on DIR/redis.sock) until
-    `recsys-batch embedded stop`. Its data is in DIR/appendonly.aof, fsynced on every write.
+    `recsys-batch embedded stop`. Its data is in DIR/appendonly.aof.
 
     \b
     Example:
@@ -49,10 +49,14 @@ def status(as_json):
     Example:
       recsys-batch embedded status
     """
-    from lookup_api.contract.embedded import redis_cli, shown
-    from lookup_api.contract.embedded import status as server_status
+    from lookup_api.contract.embedded import Embedded, embedded_dir, redis_cli, shown
 
-    info = server_status()
+    server = Embedded(embedded_dir())
+    pid = server.pid() if server.directory.is_dir() else None
+    files = {name: server.file(name).stat().st_size for name in ("appendonly.aof", "recsys.rdb")
+             if server.file(name).exists()}
+    info = {"directory": str(server.directory), "socket": str(server.socket), "pid": pid,
+            "answers": pid is not None and server.answers(), "files": files}
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

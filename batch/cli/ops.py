@@ -64,7 +64,8 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_ur
     with redis_errors(obj.redis_url), store.lock(ttl=lock_ttl) as token:
         result = run_job(obj.data_dir, params, store, keep=keep, url=dataset_url,
                          progress=sys.stderr.isatty(), release=obj.release, token=token)
-        record_timings(store, result.run_id, result.timings)
+        with obj.durable():  # on disk, the flip and all before it, before "published" is printed
+            record_timings(store, result.run_id, result.timings)
     t = result.timings
     click.echo(f"run {result.run_id} published: {result.users} users, {result.items} movies, "
                f"{result.ratings} ratings in {t.get('total', 0):.1f}s (publish {t.get('publish', 0):.1f}s)")
@@ -196,6 +197,6 @@ def rollback(obj: Context, run_id):
     from batch.lifecycle import rollback as roll_back
 
     store = obj.store(create=False)
-    with redis_errors(obj.redis_url):
+    with redis_errors(obj.redis_url), obj.durable():
         target = roll_back(store, run_id)
     click.echo(f"current -> {target}")
