@@ -4,7 +4,7 @@ The happy path is pandas' C parser over the whole file (ML-1M in ~0.3 s).  When
 anything is off, a line-by-line pass finds the first bad line and raises
 :class:`DataError` with ``file:line: reason`` so an operator can fix it.
 Ratings live in :mod:`batch.movielens_ratings`; this module holds the types, the
-movies parsers and :func:`load_dir`.
+movies parsers; :func:`batch.movielens_ratings.load_dir` reads a whole directory.
 """
 
 from __future__ import annotations
@@ -16,43 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from batch.formats import ML_1M_FORMAT, DataError, Format  # defined in a light module
+
 log = logging.getLogger(__name__)
 
 MAX_LINE = 4096
 NO_GENRES = "(no genres listed)"
-
-
-@dataclass(frozen=True)
-class Format:
-    """How a MovieLens release stores its files."""
-
-    kind: str = "dat"  # "dat": '::'-separated, no header; "csv": comma-separated with a header
-    encoding: str = "latin-1"  # of movies.dat ("latin-1" or "utf-8"); CSV files are UTF-8
-    half_stars: bool = False  # ratings 0.5..5 in steps of 0.5 (else integers 1..5)
-
-    @property
-    def ratings_file(self) -> str:
-        return f"ratings.{self.kind}"
-
-    @property
-    def movies_file(self) -> str:
-        return f"movies.{self.kind}"
-
-    @property
-    def rating_scale(self) -> tuple[float, float]:
-        return (0.5, 5.0) if self.half_stars else (1.0, 5.0)
-
-
-ML_1M_FORMAT = Format()
-
-
-class DataError(Exception):
-    """A dataset file is missing, unreadable or malformed."""
-
-    def __init__(self, path: Path | str, line: int | None, reason: str):
-        self.path, self.line, self.reason = Path(path), line, reason
-        where = f"{self.path}:{line}" if line else str(self.path)
-        super().__init__(f"{where}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -177,16 +146,3 @@ def _looks_utf8(text: str) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-RATINGS_FILE = ML_1M_FORMAT.ratings_file
-MOVIES_FILE = ML_1M_FORMAT.movies_file
-
-
-def load_dir(data_dir: Path | str, fmt: Format = ML_1M_FORMAT) -> tuple[Ratings, Movies]:
-    """Load the movies file then the ratings file from ``data_dir``, cross-validated."""
-    from batch.movielens_ratings import load_ratings
-
-    data_dir = Path(data_dir)
-    movies = load_movies(data_dir / fmt.movies_file, fmt)
-    return load_ratings(data_dir / fmt.ratings_file, movies, fmt), movies

@@ -16,6 +16,7 @@ from batch.movielens import (
     Movies,
     Ratings,
     int_field,
+    load_movies,
     read_bytes,
     split_lines,
 )
@@ -111,3 +112,10 @@ def load_ratings(path: Path | str, movies: Movies | None = None, fmt: Format = M
         fail(~np.isin(items, movies.movie_ids), lambda r: f"movie id {items[r]} is not in {fmt.movies_file}")
     log.info("loaded %s ratings by %s users from %s", len(ratings), len(np.unique(users)), path)
     return Ratings(users, items, ratings.astype(np.float32), stamps)
+
+
+def load_dir(data_dir: Path | str, fmt: Format = ML_1M_FORMAT) -> tuple[Ratings, Movies]:
+    """Load the movies file then the ratings file from ``data_dir``, cross-validated."""
+    data_dir = Path(data_dir)
+    movies = load_movies(data_dir / fmt.movies_file, fmt)
+    return load_ratings(data_dir / fmt.ratings_file, movies, fmt), movies

@@ -40,11 +40,12 @@ class Models:
 
 @dataclass
 class Recommendations:
-    """Ranked lists: ``items`` and ``scores`` are (n_users, top_n) column indices, -1 padded."""
+    """Ranked lists, (n_users, top_n) each: column indices (-1 padded), ranking scores, SVD ratings."""
 
     users: np.ndarray
     items: np.ndarray
     scores: np.ndarray
+    ratings: np.ndarray  # SVD's predicted rating of each item, clipped to the rating scale
 
 
 def item_genres(data: Interactions, movies: Movies) -> list[list[str]]:
@@ -53,36 +54,24 @@ def item_genres(data: Interactions, movies: Movies) -> list[list[str]]:
     return [lookup.get(int(m), ("", []))[1] for m in data.item_ids]
 
 
+def popular_scores(data: Interactions, params: Params) -> np.ndarray:
+    """Score every item (n_items,) for the popular (cold-start) list under ``params``' rule."""
+    return popularity_scores(data.matrix, times=data.times, **params.kwargs("popularity"))
+
+
 def train(data: Interactions, movies: Movies, params: Params) -> Models:
     """Fit ALS, TF-IDF content, SVD and popularity on ``data``."""
     timings = {}
     started = time.perf_counter()
-    als = train_als(
-        data.matrix,
-        factors=params.als_factors,
-        regularization=params.als_regularization,
-        iterations=params.als_iterations,
-        alpha=params.als_alpha,
-        weighting=params.als_weighting,
-        seed=params.seed,
-    )
+    als = train_als(data.matrix, **params.kwargs("als"))
     timings["train_als"] = time.perf_counter() - started
     started = time.perf_counter()
     counts, _ = item_stats(data.matrix)
     content = train_content(item_genres(data, movies), counts)
-    popular = popularity_scores(data.matrix, params.popularity_rule, params.popularity_min_count)
+    popular = popular_scores(data, params)
     timings["train_content"] = time.perf_counter() - started
     started = time.perf_counter()
-    svd, _ = train_svd(
-        data.matrix,
-        data.user_ids,
-        data.item_ids,
-        factors=params.svd_factors,
-        lr=params.svd_lr,
-        reg=params.svd_reg,
-        epochs=params.svd_epochs,
-        seed=params.seed,
-    )
+    svd, _ = train_svd(data.matrix, data.user_ids, data.item_ids, **params.kwargs("svd"))
     timings["train_svd"] = time.perf_counter() - started
     return Models(als, content, svd, counts, popular, timings)
 
@@ -135,16 +124,18 @@ def score_candidates(models: Models, users: np.ndarray, cands: np.ndarray, param
 
 def rank(models: Models, users: np.ndarray, cands: np.ndarray, params: Params,
          chunk: int = 1024) -> Recommendations:
-    """Score the candidates and keep each user's top ``top_n``, best first."""
+    """Score the candidates and keep each user's top ``top_n``, best first, with SVD's rating."""
     users = np.asarray(users)
     n = min(params.top_n, cands.shape[1])
     items = np.full((len(users), n), -1, dtype=np.int64)
     scores = np.full((len(users), n), -np.inf, dtype=np.float32)
+    ratings = np.full((len(users), n), -np.inf, dtype=np.float32)
     for start in range(0, len(users), chunk):
         sl = slice(start, start + chunk)
         top, scores[sl] = top_n(score_candidates(models, users[sl], cands[sl], params), n)
         items[sl] = np.where(top >= 0, np.take_along_axis(cands[sl], np.maximum(top, 0), axis=1), -1)
-    return Recommendations(users, items, scores)
+        ratings[sl] = models.svd.score(users[sl], items[sl], clip=True)
+    return Recommendations(users, items, scores, ratings)
 
 
 def recommend(models: Models, data: Interactions, params: Params,
@@ -165,6 +156,7 @@ def recommend(models: Models, data: Interactions, params: Params,
     return recs
 
 
-def popular(models: Models, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return the popular list: (item indices, scores), best first."""
-    return top_popular(models.popularity, n)
+def popular(models: Models, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the popular list, best first: item indices, popularity scores, SVD's mu + b_i (clipped)."""
+    items, scores = top_popular(models.popularity, n)
+    return items, scores, models.svd.baseline(items)

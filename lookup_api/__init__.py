@@ -1,7 +1,7 @@
 """Read-only lookup API over the lists the batch job published to Redis.
 
-``create_app`` is imported lazily so that the batch job can use ``lookup_api.keys`` and
-``lookup_api.connection`` without Flask installed.  Serve with
+``create_app`` is imported lazily so that the batch job can use ``lookup_api.contract.keys`` and
+``lookup_api.contract.connection`` without Flask installed.  Serve with
 ``gunicorn 'lookup_api:create_app()'``.
 """
 

@@ -8,8 +8,8 @@ import os
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from lookup_api.connection import connect, redact_url
-from lookup_api.keys import DEFAULT_PREFIX, Keys
+from lookup_api.contract.connection import connect, redact_url
+from lookup_api.contract.keys import DEFAULT_PREFIX, Keys
 from lookup_api.service import Lookup
 
 log = logging.getLogger(__name__)

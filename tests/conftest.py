@@ -164,7 +164,7 @@ def publish_small(client, prefix, small_dir):
     from batch.job import run_job
     from batch.params import Params
     from batch.store import RunStore
-    from lookup_api.keys import Keys
+    from lookup_api.contract.keys import Keys
 
     def publish(keep: int = 2, store_client=None, **overrides) -> str:
         store = RunStore(store_client or client, Keys(prefix))

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from batch.cli import cli
 from batch.store import RunStore
 from lookup_api import create_app
-from lookup_api.keys import Keys
+from lookup_api.contract.keys import Keys
 from tests.cluster import LocalCluster
 
 pytestmark = pytest.mark.slow

@@ -41,7 +41,7 @@ def test_three_steps_replayed_with_the_manifests_arguments(sharded, small_dir, t
                                                            client):
     from batch.cli import cli
     from batch.store import RunStore
-    from lookup_api.keys import Keys
+    from lookup_api.contract.keys import Keys
 
     volumes = {"/data": small_dir, "/artifacts": tmp_path / "artifacts", "/tmp": tmp_path / "tmp"}
     (tmp_path / "tmp").mkdir()

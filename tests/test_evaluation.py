@@ -11,7 +11,8 @@ from batch.evaluation.protocol import ModelCache, fold_for, svd_errors
 from batch.evaluation.split import EvaluationError, make_fold, split_ratings
 from batch.interactions import Interactions
 from batch.models.ease import train_ease
-from batch.movielens import Ratings, load_dir
+from batch.movielens import Ratings
+from batch.movielens_ratings import load_dir
 from batch.params import ParamError, Params
 
 

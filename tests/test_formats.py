@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from batch.cli import cli
 from batch.download import RELEASES, Release, download
-from batch.movielens import DataError, load_dir
+from batch.movielens import DataError
+from batch.movielens_ratings import load_dir
 from tests.synth import random_dataset
 from tests.test_download import make_zip
 

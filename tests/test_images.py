@@ -23,7 +23,7 @@ import pytest
 import redis
 import yaml
 
-from lookup_api.keys import DEFAULT_PREFIX, Keys
+from lookup_api.contract.keys import DEFAULT_PREFIX, Keys
 from tests.conftest import REAL_DATA, free_port
 from tests.deploy_helpers import HEAVY, IMAGES, app_container, find, pod_spec
 from tests.images import (

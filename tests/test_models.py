@@ -11,7 +11,7 @@ from batch.models.als import confidence, train_als
 from batch.models.content import train_content
 from batch.models.popularity import item_stats, popularity_scores, top_popular
 from batch.models.svd import train_svd
-from batch.movielens import load_dir
+from batch.movielens_ratings import load_dir
 from batch.params import Params
 
 

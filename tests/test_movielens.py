@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batch.movielens import DataError, load_dir, load_movies
-from batch.movielens_ratings import load_ratings
+from batch.movielens import DataError, load_movies
+from batch.movielens_ratings import load_dir, load_ratings
 
 GOOD_MOVIES = "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Misérables, Les (1995)::Drama\n"
 GOOD_RATINGS = "1::1::5::978300760\n1::2::3::978302109\n2::1::4::978301968\n"

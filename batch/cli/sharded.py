@@ -1,6 +1,6 @@
 """``recsys-batch train`` / ``score`` / ``publish``: the sharded variant of ``run``.
 
-Registered on the group by the import at the end of :mod:`batch.cli`; the work is in
+Registered on the group in :mod:`batch.cli`; the work is in
 :mod:`batch.sharded`.
 """
 
@@ -10,27 +10,28 @@ from pathlib import Path
 
 import click
 
-from batch.cli import Context, _fail_cleanly, cli
-from batch.params import RANKERS, load_params
-from batch.store import redis_errors
-from lookup_api.keys import DEFAULT_KEEP
+from batch.cli.common import Context, fail_cleanly, redis_errors
+from batch.cli.options import param_option
+from batch.params import load_params
+from lookup_api.contract.keys import DEFAULT_KEEP
 
 ARTIFACTS_HELP = "Directory for model artifacts shared by train, score and publish (e.g. a volume)."
 
 
-@cli.command()
+@click.command()
 @click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), required=True,
               envvar="RECSYS_ARTIFACTS", help=ARTIFACTS_HELP + " [env: RECSYS_ARTIFACTS]")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Parameter file written by `tune` [default: the tuned file, else defaults].")
-@click.option("--top-n", type=click.IntRange(1, 1000), help="List length per user.")
-@click.option("--ranker", type=click.Choice(RANKERS))
-@click.option("--lock-ttl", type=click.FloatRange(1), default=3600.0,
-              help="Seconds the batch lock is leased to this sharded run (released by publish).")
+@param_option("top_n")
+@param_option("ranker")
+@click.option("--lock-ttl", type=click.FloatRange(1), default=900.0, show_default=True,
+              help="Seconds the batch lock (the run's lease) outlives the last step that renewed it; "
+                   "each step renews it by a heartbeat while it works; publish releases it.")
 @click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
               help="Mirror of the release's zip (checksums are still verified).")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset_url):
     """Sharded run, step 1: train once and write artifacts for `score --shard`.
 
@@ -43,20 +44,21 @@ def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset
     from batch.sharded import train_job
 
     params = load_params(params_file).with_(top_n=top_n, ranker=ranker)
+    obj.require_data()
     with redis_errors(obj.redis_url):
         manifest = train_job(obj.data_dir, params, artifacts, obj.store(), release=obj.release,
                              url=dataset_url, lock_ttl=lock_ttl)
     click.echo(f"run {manifest['run_id']} trained: artifacts in {artifacts}")
 
 
-@cli.command()
+@click.command()
 @click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), required=True,
               envvar="RECSYS_ARTIFACTS", help=ARTIFACTS_HELP)
 @click.option("--shard", required=True, envvar="RECSYS_SHARD",
               help="I/N: score the I-th of N user slices (0-based). With JOB_COMPLETION_INDEX set "
                    "(Kubernetes Indexed Job), '$JOB_COMPLETION_INDEX/N' may be given as 'index/N'.")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def score(obj: Context, artifacts, shard):
     """Sharded run, step 2: score one slice of users into the pending run.
 
@@ -79,14 +81,14 @@ def score(obj: Context, artifacts, shard):
     click.echo(f"shard {index}/{total}: {written} user lists written")
 
 
-@cli.command()
+@click.command()
 @click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), required=True,
               envvar="RECSYS_ARTIFACTS", help=ARTIFACTS_HELP)
 @click.option("--shards", type=click.IntRange(1), required=True, help="How many shards the run has.")
 @click.option("--keep", type=click.IntRange(1, 100), default=DEFAULT_KEEP,
               help="Complete runs to keep in Redis (older ones are deleted).")
 @click.pass_obj
-@_fail_cleanly
+@fail_cleanly
 def publish(obj: Context, artifacts, shards, keep):
     """Sharded run, step 3: flip `current` once every shard is complete.
 
