@@ -21,6 +21,7 @@ from batch import pipeline
 from batch.download import ML_1M, Release, download, is_complete
 from batch.interactions import Interactions
 from batch.lists import encode_list, encode_lists, item_fragments
+from batch.models.svd_process import SVDProcess
 from batch.movielens import Movies
 from batch.movielens_ratings import load_dir
 from batch.params import Params
@@ -143,10 +144,10 @@ def run_job(
     ``token``: the batch lock this run holds; publishing is refused if it was lost meanwhile.
     """
     started = time.perf_counter()
-    loaded = load_stage(data_dir, release, url)
-    data, timings = loaded.data, {"load": loaded.seconds}
-
-    models = pipeline.train(data, loaded.movies, params)
+    with SVDProcess() as svd_process:  # starts now: its imports overlap the load
+        loaded = load_stage(data_dir, release, url)
+        data, timings = loaded.data, {"load": loaded.seconds}
+        models = pipeline.train(data, loaded.movies, params, svd_process)
     recs = pipeline.recommend(models, data, params)
     timings.update(models.timings)
 
