@@ -2,14 +2,16 @@
 
 A directory holding:
 
-* ``manifest.json`` — run id, parameters, dataset identity, counts, timings, lock token;
+* ``manifest.json`` — run id, parameters, dataset identity, counts, timings, the lease (lock
+  token and TTL);
 * ``arrays.npz`` — numpy arrays (loaded with ``allow_pickle=False``):
   ``user_ids`` (n_users,), ``item_ids`` (n_items,); the rating matrix as CSR
   ``ratings_data/indices/indptr/shape``; ALS ``als_user`` (n_users, f), ``als_item``
   (n_items, f); TF-IDF ``content_data/indices/indptr/shape`` (n_items, n_genres) and
   ``content_prior`` (n_items,); SVD ``svd_mu`` (), ``svd_bu``, ``svd_bi``, ``svd_pu``,
   ``svd_qi``, ``svd_scale`` (2,); ``counts`` and ``popularity`` (n_items,);
-* ``catalogue.json`` — per item, the JSON fragment of its list entry (title, genres).
+* ``catalogue.json`` — per item, the head of its stored list entry (movie id, title, genres;
+  :func:`lookup_api.contract.items.item_head`).
 
 Files are written to a temporary name and renamed, so a reader never sees half a file.
 """
@@ -26,7 +28,7 @@ import scipy.sparse as sp
 from batch.interactions import Interactions
 from batch.params import Params
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class ArtifactsError(Exception):
@@ -50,7 +52,7 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def save(directory: Path | str, data: Interactions, models, fragments: list[str],
+def save(directory: Path | str, data: Interactions, models, heads: list[str],
          manifest: dict) -> Path:
     """Write the artifacts of one trained run into ``directory``."""
     directory = Path(directory)
@@ -64,14 +66,14 @@ def save(directory: Path | str, data: Interactions, models, fragments: list[str]
         "counts": models.counts, "popularity": models.popularity,
     }
     _atomic_write(directory / "arrays.npz", lambda fh: np.savez(fh, **arrays))
-    _atomic_write(directory / "catalogue.json", lambda fh: fh.write(json.dumps(fragments).encode()))
+    _atomic_write(directory / "catalogue.json", lambda fh: fh.write(json.dumps(heads).encode()))
     manifest = {**manifest, "format_version": FORMAT_VERSION}
     _atomic_write(directory / "manifest.json", lambda fh: fh.write(json.dumps(manifest, indent=2).encode()))
     return directory
 
 
 def load(directory: Path | str):
-    """Read artifacts written by :func:`save`: (data, models, fragments, manifest, params)."""
+    """Read artifacts written by :func:`save`: (data, models, heads, manifest, params)."""
     from batch.models.als import ALSModel
     from batch.models.content import ContentModel
     from batch.models.svd import SVDModel
@@ -100,5 +102,5 @@ def load(directory: Path | str):
             counts=a["counts"],
             popularity=a["popularity"],
         )
-    fragments = json.loads((directory / "catalogue.json").read_text())
-    return data, models, fragments, manifest, Params.from_dict(manifest["params"])
+    heads = json.loads((directory / "catalogue.json").read_text())
+    return data, models, heads, manifest, Params.from_dict(manifest["params"])

@@ -13,14 +13,11 @@ import os
 import re
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from batch.movielens import ML_1M_FORMAT, Format
-from lookup_api.contract.connection import redact_url
+from batch.formats import ML_1M_FORMAT, Format
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +69,36 @@ class DownloadError(Exception):
     """The archive could not be fetched, failed verification, or is malformed."""
 
 
+def redact_url(url: str) -> str:
+    """Return ``url`` without secrets (the contract's redaction, imported only when needed)."""
+    from lookup_api.contract.connection import redact_url as redact
+
+    return redact(url)
+
+
 def is_complete(directory: Path, release: Release = ML_1M) -> bool:
     """Return True when ``directory`` holds every file the release needs."""
     return all((directory / f).is_file() for f in (release.fmt.ratings_file, release.fmt.movies_file))
 
 
+def find_dataset(data_dir: Path | str, release: Release = ML_1M) -> Path | None:
+    """Return where the release's files are: ``data_dir`` itself or ``data_dir/<release>``; else None.
+
+    ``data_dir`` counts as soon as it holds the ratings or the movies file (loading then names
+    whichever is missing).
+    """
+    data_dir = Path(data_dir)
+    if (data_dir / release.fmt.ratings_file).is_file() or (data_dir / release.fmt.movies_file).is_file():
+        return data_dir
+    cached = data_dir / release.name
+    return cached if is_complete(cached, release) else None
+
+
 def _fetch(url: str, dest: Path, timeout: float) -> tuple[str, str]:
     """Stream ``url`` to ``dest``; return its (md5, sha256) hex digests."""
+    import urllib.error
+    import urllib.request
+
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, dest.open("wb") as out:

@@ -15,12 +15,15 @@ class Interactions:
     """Explicit ratings as CSR plus the raw ids of its rows and columns.
 
     ``matrix`` is (n_users, n_items) float32 with ratings 1..5 as stored values;
-    ``user_ids`` and ``item_ids`` are the sorted raw ids of rows and columns.
+    ``user_ids`` and ``item_ids`` are the sorted raw ids of rows and columns; ``times``
+    (nnz,) int64 holds each rating's timestamp aligned with ``matrix.data`` (None when unknown,
+    e.g. rebuilt from artifacts): the recency-weighted popular list needs it.
     """
 
     user_ids: np.ndarray
     item_ids: np.ndarray
     matrix: sp.csr_matrix
+    times: np.ndarray | None = None
 
     @classmethod
     def from_ratings(cls, ratings: Ratings) -> Interactions:
@@ -32,7 +35,8 @@ class Interactions:
             shape=(len(user_ids), len(item_ids)),
         )
         matrix.sort_indices()
-        return cls(user_ids, item_ids, matrix)
+        order = np.argsort(rows.astype(np.int64) * len(item_ids) + cols)  # CSR order (pairs are unique)
+        return cls(user_ids, item_ids, matrix, np.asarray(ratings.timestamps, dtype=np.int64)[order])
 
     @property
     def n_users(self) -> int:

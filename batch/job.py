@@ -18,14 +18,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from batch import pipeline
-from batch.download import ML_1M, Release, download, is_complete
+from batch.download import ML_1M, Release, download, find_dataset
 from batch.interactions import Interactions
-from batch.lists import encode_list, encode_lists, item_fragments
+from batch.lifecycle import PublishReport, publish
+from batch.lists import encode_lists, encode_one, item_heads
 from batch.models.svd_process import SVDProcess
 from batch.movielens import Movies
 from batch.movielens_ratings import load_dir
 from batch.params import Params
-from batch.store import PublishReport, RunStore
+from batch.store import RunStore
 from lookup_api.contract.keys import new_run_id
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,9 @@ def resolve_data_dir(data_dir: Path | str, url: str | None = None, release: Rele
     ``data_dir`` itself is used as is when it holds the files; otherwise
     ``data_dir/<release>`` is used, and downloaded (verified) when missing.
     """
-    data_dir = Path(data_dir)
-    fmt = release.fmt
-    if (data_dir / fmt.ratings_file).is_file() or (data_dir / fmt.movies_file).is_file():
-        return data_dir
-    cached = data_dir / release.name
-    if is_complete(cached, release):
-        return cached
+    found = find_dataset(data_dir, release)
+    if found is not None:
+        return found
     return download(data_dir, release, url=url)
 
 
@@ -141,7 +138,8 @@ def run_job(
 ) -> JobResult:
     """Train on every rating, rank for every user, and publish (``store=None``: dry run).
 
-    ``token``: the batch lock this run holds; publishing is refused if it was lost meanwhile.
+    ``token``: the batch lock this run holds (None: taken for the publish); publishing is refused
+    if it was lost meanwhile.
     """
     started = time.perf_counter()
     with SVDProcess() as svd_process:  # starts now: its imports overlap the load
@@ -152,10 +150,9 @@ def run_job(
     timings.update(models.timings)
 
     stage = time.perf_counter()
-    fragments = item_fragments(data.item_ids, loaded.movies)
-    pop_ids, pop_scores = pipeline.popular(models, params.top_n)
-    popular = encode_list(fragments, pop_ids, pop_scores)
-    lists = encode_lists(data.user_ids, recs.items, recs.scores, fragments)
+    heads = item_heads(data.item_ids, loaded.movies)
+    popular = encode_one(heads, *pipeline.popular(models, params.top_n))
+    lists = encode_lists(data.user_ids, recs.items, recs.scores, recs.ratings, heads)
     run_id = new_run_id()
     result = JobResult(run_id, data.n_users, data.n_items, data.nnz, timings)
     empty = int((recs.items[:, 0] < 0).sum()) if len(recs.items) else 0
@@ -169,7 +166,7 @@ def run_job(
 
             lists = tqdm(lists, total=data.n_users, desc="publish", unit="user")
         meta = run_meta(loaded, params, timings, empty_lists=str(empty))
-        result.published = store.publish(run_id, lists, popular, meta, keep=keep, token=token)
+        result.published = publish(store, run_id, lists, popular, meta, keep=keep, token=token)
         timings["publish"] = time.perf_counter() - stage
     timings["total"] = time.perf_counter() - started
     log.info("stage timings: %s", ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))

@@ -1,68 +1,98 @@
-"""Pipeline parameters: defaults, the tuned file ``run`` uses, and (de)serialisation."""
+"""Pipeline parameters, each declared once: name, type, default, help, range and group.
+
+Everything else is derived from these declarations: ``recsys-batch run``'s options
+(:func:`batch.cli.options.param_options`), the keyword arguments of the training calls
+(:meth:`Params.kwargs`) and the evaluation cache keys (:func:`group_names`).  Adding a setting
+is one :func:`setting` line here; ``tests/test_params.py`` fails if any consumer misses it.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+import numbers
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 TUNED_PATH = Path(__file__).with_name("tuned_params.json")
 RANKERS = ("svd", "blend")
 BLEND_FORMS = ("linear", "product")
+WEIGHTINGS = ("raw", "binary", "liked", "bm25")
+POPULARITY_RULES = ("mean", "damped", "count", "liked")
+# Groups whose settings are the keyword arguments of one training call (prefix stripped):
+# "als" -> batch.models.als.train_als, "svd" -> train_svd, "popularity" -> popularity_scores.
+TRAINED = ("als", "svd", "popularity")
 
 
 class ParamError(ValueError):
     """A parameter value or parameter file is invalid."""
 
 
+def setting(default, help: str, *, group: str | tuple[str, ...], min: float | None = None,
+            max: float | None = None, min_open: bool = False, choices: tuple[str, ...] | None = None):
+    """Declare one parameter: its default, one-line help, group(s) and valid range or choices."""
+    groups = (group,) if isinstance(group, str) else tuple(group)
+    return field(default=default, metadata={"help": help, "groups": groups, "min": min, "max": max,
+                                            "min_open": min_open, "choices": choices})
+
+
 @dataclass(frozen=True)
 class Params:
     """Every knob of the two-stage pipeline (defaults: the original project's values)."""
 
-    # ALS candidate generator (implicit)
-    als_factors: int = 32
-    als_regularization: float = 0.05
-    als_iterations: int = 20
-    als_alpha: float = 1.0
-    als_weighting: str = "raw"
-    # SVD rating model (surprise)
-    svd_factors: int = 50
-    svd_lr: float = 0.005
-    svd_reg: float = 0.02
-    svd_epochs: int = 20
-    # candidates and ranking
-    candidates: int = 100
-    content_candidates: int = 30
-    like_threshold: float = 4.0
-    ranker: str = "svd"
-    blend_svd: float = 1.0
-    blend_als: float = 0.0
-    blend_pop: float = 0.0
-    blend_form: str = "linear"
-    blend_center: float = 3.5
-    blend_scale: float = 1.0
-    top_n: int = 50
-    # popular list for unknown users
-    popularity_rule: str = "mean"
-    popularity_min_count: int = 100
-    seed: int = 42
+    als_factors: int = setting(32, "ALS latent factors.", group="als", min=1, max=1024)
+    als_regularization: float = setting(0.05, "ALS L2 regularization.", group="als", min=0)
+    als_iterations: int = setting(20, "ALS alternating iterations.", group="als", min=1, max=500)
+    als_alpha: float = setting(1.0, "ALS confidence scale (confidence = weight x alpha).", group="als",
+                               min=0, min_open=True)
+    als_weighting: str = setting("raw", "ALS confidence from ratings: raw rating, binary, liked (>= 4) "
+                                 "or bm25.", group="als", choices=WEIGHTINGS)
+    svd_factors: int = setting(50, "SVD latent factors.", group="svd", min=1, max=1024)
+    svd_lr: float = setting(0.005, "SVD SGD learning rate.", group="svd", min=0, min_open=True)
+    svd_reg: float = setting(0.02, "SVD L2 regularization.", group="svd", min=0)
+    svd_epochs: int = setting(20, "SVD SGD epochs.", group="svd", min=1, max=500)
+    candidates: int = setting(100, "ALS candidates per user.", group="candidates", min=1, max=5000)
+    content_candidates: int = setting(30, "TF-IDF genre candidates per user (0: none).",
+                                      group="candidates", min=0, max=5000)
+    like_threshold: float = setting(4.0, "Rating from which a movie counts as liked (content candidates, "
+                                    "the liked popularity rule).", group=("candidates", "popularity"),
+                                    min=0)
+    ranker: str = setting("svd", "svd: SVD predicted rating (original design); blend: the blend below.",
+                          group="ranking", choices=RANKERS)
+    blend_svd: float = setting(1.0, "Blend weight of the SVD term.", group="ranking")
+    blend_als: float = setting(0.0, "Blend weight of the ALS score term.", group="ranking")
+    blend_pop: float = setting(0.0, "Blend weight of log(1 + rating count).", group="ranking")
+    blend_form: str = setting("linear", "linear: weighted sum of the raw terms; product: sum of logs.",
+                              group="ranking", choices=BLEND_FORMS)
+    blend_center: float = setting(3.5, "Product blend: rating mapped to probability 0.5.", group="ranking")
+    blend_scale: float = setting(1.0, "Product blend: rating scale of the sigmoid.", group="ranking",
+                                 min=0, min_open=True)
+    top_n: int = setting(50, "List length per user.", group="ranking", min=1, max=1000)
+    popularity_rule: str = setting("mean", "Popular list (unknown users): mean rating among movies with "
+                                   ">= min-count ratings, damped mean, count of ratings, or count of "
+                                   "ratings >= like-threshold (liked).", group="popularity",
+                                   choices=POPULARITY_RULES)
+    popularity_min_count: int = setting(100, "Ratings a movie needs for the mean popularity rule.",
+                                        group="popularity", min=1)
+    popularity_damping: float = setting(100.0, "Ratings' weight of the global mean in the damped rule.",
+                                        group="popularity", min=0)
+    popularity_recency_days: float = setting(0.0, "Half-life in days of a rating's weight in the popular "
+                                             "list, counted back from the newest rating (0: no decay).",
+                                             group="popularity", min=0)
+    seed: int = setting(42, "Random seed of ALS and SVD.", group=("als", "svd"))
 
     def __post_init__(self) -> None:
-        if self.ranker not in RANKERS:
-            raise ParamError(f"unknown ranker {self.ranker!r}; choose from {', '.join(RANKERS)}")
-        for name in ("candidates", "top_n", "als_factors", "svd_factors", "als_iterations", "svd_epochs"):
-            if getattr(self, name) < 1:
-                raise ParamError(f"{name} must be at least 1")
-        if self.blend_form not in BLEND_FORMS:
-            raise ParamError(f"unknown blend_form {self.blend_form!r}; choose from {', '.join(BLEND_FORMS)}")
-        if self.blend_scale <= 0:
-            raise ParamError("blend_scale must be positive")
-        if self.content_candidates < 0:
-            raise ParamError("content_candidates must be 0 or more")
+        for f in fields(self):
+            problem = check(f, getattr(self, f.name))
+            if problem:
+                raise ParamError(f"{f.name} {problem}")
 
     def with_(self, **changes) -> Params:
         """Return a copy with ``changes`` applied (``None`` values are ignored)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def kwargs(self, group: str) -> dict:
+        """Return ``group``'s settings as the training call's keyword arguments (prefix stripped)."""
+        return {argument(f.name, group): getattr(self, f.name) for f in declared(group)}
 
     def to_dict(self) -> dict:
         """Return the parameters as a plain dict (the tuned file's ``params``)."""
@@ -79,6 +109,39 @@ class Params:
             return cls(**data)
         except TypeError as exc:
             raise ParamError(str(exc)) from None
+
+
+def declared(group: str | None = None) -> list[Field]:
+    """Return the declared settings (of ``group`` only, when given), in declaration order."""
+    return [f for f in fields(Params) if group is None or group in f.metadata["groups"]]
+
+
+def group_names(group: str) -> tuple[str, ...]:
+    """Return the names of ``group``'s settings (e.g. a model cache key)."""
+    return tuple(f.name for f in declared(group))
+
+
+def argument(name: str, group: str) -> str:
+    """Return the keyword argument a setting is passed as: its name without the group prefix."""
+    return name.removeprefix(f"{group}_")
+
+
+def check(f: Field, value) -> str | None:
+    """Return why ``value`` is invalid for setting ``f`` (None when valid)."""
+    meta = f.metadata
+    if meta["choices"] is not None:
+        ok = value in meta["choices"]
+        return None if ok else f"must be one of {', '.join(meta['choices'])}, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"must be a number, got {value!r}"
+    if f.type == "int" and not isinstance(value, numbers.Integral):
+        return f"must be an integer, got {value!r}"
+    low, high = meta["min"], meta["max"]
+    if low is not None and (value <= low if meta["min_open"] else value < low):
+        return f"must be {'above' if meta['min_open'] else 'at least'} {low}, got {value!r}"
+    if high is not None and value > high:
+        return f"must be at most {high}, got {value!r}"
+    return None
 
 
 def tuned_document(path: Path | str | None = None) -> dict:

@@ -43,17 +43,23 @@ class Models:
 
 @dataclass
 class Recommendations:
-    """Ranked lists: ``items`` and ``scores`` are (n_users, top_n) column indices, -1 padded."""
+    """Ranked lists, (n_users, top_n) each: column indices (-1 padded), ranking scores, SVD ratings."""
 
     users: np.ndarray
     items: np.ndarray
     scores: np.ndarray
+    ratings: np.ndarray  # SVD's predicted rating of each item, clipped to the rating scale
 
 
 def item_genres(data: Interactions, movies: Movies) -> list[list[str]]:
     """Return the genre list of each column of ``data`` (empty for unknown movies)."""
     lookup = movies.lookup()
     return [lookup.get(int(m), ("", []))[1] for m in data.item_ids]
+
+
+def popular_scores(data: Interactions, params: Params) -> np.ndarray:
+    """Score every item (n_items,) for the popular (cold-start) list under ``params``' rule."""
+    return popularity_scores(data.matrix, times=data.times, **params.kwargs("popularity"))
 
 
 def _prefetch(module: str) -> threading.Thread:
@@ -73,27 +79,17 @@ def train(data: Interactions, movies: Movies, params: Params,
     """
     timings = {}
     started = time.perf_counter()
-    svd_kwargs = dict(factors=params.svd_factors, lr=params.svd_lr, reg=params.svd_reg,
-                      epochs=params.svd_epochs, seed=params.seed)
     background = svd_process is not None and svd_process.active
     if background:
-        svd_process.submit(data.matrix, data.user_ids, data.item_ids, **svd_kwargs)
+        svd_process.submit(data.matrix, data.user_ids, data.item_ids, **params.kwargs("svd"))
     sklearn = _prefetch("sklearn.feature_extraction.text")
-    als = train_als(
-        data.matrix,
-        factors=params.als_factors,
-        regularization=params.als_regularization,
-        iterations=params.als_iterations,
-        alpha=params.als_alpha,
-        weighting=params.als_weighting,
-        seed=params.seed,
-    )
+    als = train_als(data.matrix, **params.kwargs("als"))
     timings["train_als"] = time.perf_counter() - started
     started = time.perf_counter()
     sklearn.join()
     counts, _ = item_stats(data.matrix)
     content = train_content(item_genres(data, movies), counts)
-    popular = popularity_scores(data.matrix, params.popularity_rule, params.popularity_min_count)
+    popular = popular_scores(data, params)
     timings["train_content"] = time.perf_counter() - started
     started = time.perf_counter()
     if background:
@@ -101,7 +97,7 @@ def train(data: Interactions, movies: Movies, params: Params,
         timings["train_svd"] = svd_process.fit_seconds  # in the child, side by side with the above
         timings["train_svd_wait"] = time.perf_counter() - started
     else:
-        svd, _ = train_svd(data.matrix, data.user_ids, data.item_ids, **svd_kwargs)
+        svd, _ = train_svd(data.matrix, data.user_ids, data.item_ids, **params.kwargs("svd"))
         timings["train_svd"] = time.perf_counter() - started
     return Models(als, content, svd, counts, popular, timings)
 
@@ -154,16 +150,18 @@ def score_candidates(models: Models, users: np.ndarray, cands: np.ndarray, param
 
 def rank(models: Models, users: np.ndarray, cands: np.ndarray, params: Params,
          chunk: int = 1024) -> Recommendations:
-    """Score the candidates and keep each user's top ``top_n``, best first."""
+    """Score the candidates and keep each user's top ``top_n``, best first, with SVD's rating."""
     users = np.asarray(users)
     n = min(params.top_n, cands.shape[1])
     items = np.full((len(users), n), -1, dtype=np.int64)
     scores = np.full((len(users), n), -np.inf, dtype=np.float32)
+    ratings = np.full((len(users), n), -np.inf, dtype=np.float32)
     for start in range(0, len(users), chunk):
         sl = slice(start, start + chunk)
         top, scores[sl] = top_n(score_candidates(models, users[sl], cands[sl], params), n)
         items[sl] = np.where(top >= 0, np.take_along_axis(cands[sl], np.maximum(top, 0), axis=1), -1)
-    return Recommendations(users, items, scores)
+        ratings[sl] = models.svd.score(users[sl], items[sl], clip=True)
+    return Recommendations(users, items, scores, ratings)
 
 
 def recommend(models: Models, data: Interactions, params: Params,
@@ -184,6 +182,7 @@ def recommend(models: Models, data: Interactions, params: Params,
     return recs
 
 
-def popular(models: Models, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return the popular list: (item indices, scores), best first."""
-    return top_popular(models.popularity, n)
+def popular(models: Models, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the popular list, best first: item indices, popularity scores, SVD's mu + b_i (clipped)."""
+    items, scores = top_popular(models.popularity, n)
+    return items, scores, models.svd.baseline(items)

@@ -2,10 +2,13 @@
 
 For a Kubernetes Indexed Job: one pod trains and writes artifacts (see
 :mod:`batch.artifacts`) to shared storage; N pods each score a contiguous slice of users
-and write that slice's lists into the pending run; ``publish`` flips ``current`` only when
-every shard has reported complete.  ``train`` takes the batch lock as a lease (no
-heartbeat: it expires after ``lock_ttl``) and ``publish`` releases it, so a nightly
-CronJob and a sharded run never interleave.
+and write that slice's lists into the pending run; ``publish`` commits the run through the
+same :mod:`batch.lifecycle` as ``run`` once every shard has reported complete.  ``train`` takes
+the batch lock as a lease and puts its token in the manifest: every step adopts it (refused once
+it was lost), renews it by a heartbeat while it works and leaves it valid for ``lock_ttl`` more
+seconds; ``score`` stops writing as soon as the lock is not the lease's, ``publish`` flips only
+while it holds it and then releases it.  A crashed sharded run blocks the next run for at most
+``lock_ttl`` after its last step.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import numpy as np
 from batch import artifacts, pipeline
 from batch.download import ML_1M, Release
 from batch.job import load_stage, run_meta
-from batch.lists import encode_list, encode_lists, item_fragments
+from batch.lifecycle import PublishReport, commit
+from batch.lists import encode_lists, encode_one, item_heads
+from batch.models.svd_process import SVDProcess
 from batch.params import Params
-from batch.store import PublishReport, RunStore, StoreError
+from batch.store import RunStore, StoreError
 from lookup_api.contract.keys import new_run_id
 
 log = logging.getLogger(__name__)
@@ -43,65 +48,59 @@ def shard_users(n_users: int, index: int, total: int) -> np.ndarray:
     return np.array_split(np.arange(n_users), total)[index]
 
 
-def train_job(data_dir: Path | str, params: Params, out: Path | str, store: RunStore | None, *,
-              release: Release = ML_1M, url: str | None = None, lock_ttl: float = 3600.0) -> dict:
-    """Load and train once; write artifacts for the shards; return the manifest."""
-    token = store.acquire(lock_ttl) if store is not None else None
-    try:
+def train_job(data_dir: Path | str, params: Params, out: Path | str, store: RunStore, *,
+              release: Release = ML_1M, url: str | None = None, lock_ttl: float = 900.0) -> dict:
+    """Take the lease, load and train once, write artifacts for the shards; return the manifest."""
+    with store.lock(lock_ttl, keep=True) as token, SVDProcess() as svd_process:
         loaded = load_stage(data_dir, release, url)
-        models = pipeline.train(loaded.data, loaded.movies, params)
+        models = pipeline.train(loaded.data, loaded.movies, params, svd_process)
         timings = {"load": loaded.seconds, **models.timings}
-        manifest = {
-            "run_id": new_run_id(),
-            "lock_token": token,
-            "params": params.to_dict(),
-            "meta": run_meta(loaded, params, timings),
-        }
-        fragments = item_fragments(loaded.data.item_ids, loaded.movies)
-        artifacts.save(out, loaded.data, models, fragments, manifest)
-    except BaseException:
-        if store is not None and token:
-            store.release(token)
-        raise
+        manifest = {"run_id": new_run_id(), "lock_token": token, "lock_ttl": lock_ttl,
+                    "params": params.to_dict(), "meta": run_meta(loaded, params, timings)}
+        heads = item_heads(loaded.data.item_ids, loaded.movies)
+        artifacts.save(out, loaded.data, models, heads, manifest)
     log.info("trained run %s; artifacts in %s", manifest["run_id"], out)
     return manifest
+
+
+def _lease(store: RunStore, manifest: dict, keep: bool):
+    return store.lock(float(manifest["lock_ttl"]), token=manifest["lock_token"], keep=keep)
 
 
 def score_job(out: Path | str, shard: tuple[int, int], store: RunStore) -> int:
     """Score one shard's users from the artifacts and write their lists into the pending run."""
     index, total = shard
-    data, models, fragments, manifest, params = artifacts.load(out)
+    data, models, heads, manifest, params = artifacts.load(out)
     run_id = manifest["run_id"]
     if store.current() == run_id or run_id in dict(store.runs()):
         raise StoreError(f"run {run_id} is already published; train again for a new run")
-    users = shard_users(data.n_users, index, total)
-    started = time.perf_counter()
-    recs = pipeline.recommend(models, data, params, users=users)
-    lists = encode_lists(data.user_ids[users], recs.items, recs.scores, fragments)
-    written = store.write_lists(run_id, lists)
-    store.mark_shard(run_id, index, len(written))
+    with _lease(store, manifest, keep=True) as token:
+        users = shard_users(data.n_users, index, total)
+        started = time.perf_counter()
+        recs = pipeline.recommend(models, data, params, users=users)
+        lists = encode_lists(data.user_ids[users], recs.items, recs.scores, recs.ratings, heads)
+        written = store.write_lists(run_id, lists, token)
+        store.mark_shard(run_id, index, len(written))
     log.info("shard %s/%s of run %s: %s users in %.2fs", index, total, run_id, len(written),
              time.perf_counter() - started)
     return len(written)
 
 
 def publish_job(out: Path | str, total: int, store: RunStore, keep: int = 2) -> PublishReport:
-    """Flip ``current`` to the trained run once all ``total`` shards are complete."""
+    """Commit the trained run (flip ``current``) once all ``total`` shards are complete; end the lease."""
     started = time.perf_counter()
-    data, models, fragments, manifest, params = artifacts.load(out)
-    run_id, token = manifest["run_id"], manifest.get("lock_token")
-    done = store.shards_done(run_id)
-    missing = sorted(set(range(total)) - set(done))
-    if missing:
-        raise StoreError(f"run {run_id} is not complete: shard(s) {missing} of {total} have not finished; "
-                         "current stays where it is")
-    if sum(done.values()) != data.n_users or len(done) != total:
-        raise StoreError(f"run {run_id}: shards wrote {sum(done.values())} lists in {len(done)} shards, "
-                         f"expected {data.n_users} in {total}")
-    pop_ids, pop_scores = pipeline.popular(models, params.top_n)
-    meta = {**manifest["meta"], "shards": str(total)}
-    retired = store.finalize(run_id, encode_list(fragments, pop_ids, pop_scores),
-                             data.user_ids.tolist(), meta, keep, token=token)
-    if token:
-        store.release(token)
+    data, models, heads, manifest, params = artifacts.load(out)
+    run_id = manifest["run_id"]
+    with _lease(store, manifest, keep=False) as token:
+        done = store.shards_done(run_id)
+        missing = sorted(set(range(total)) - set(done))
+        if missing:
+            raise StoreError(f"run {run_id} is not complete: shard(s) {missing} of {total} have not "
+                             "finished; current stays where it is")
+        if sum(done.values()) != data.n_users or len(done) != total:
+            raise StoreError(f"run {run_id}: shards wrote {sum(done.values())} lists in {len(done)} shards, "
+                             f"expected {data.n_users} in {total}")
+        popular = encode_one(heads, *pipeline.popular(models, params.top_n))
+        meta = {**manifest["meta"], "shards": str(total)}
+        retired = commit(store, run_id, popular, data.user_ids.tolist(), meta, keep, token)
     return PublishReport(run_id, data.n_users, time.perf_counter() - started, retired)

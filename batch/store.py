@@ -1,11 +1,7 @@
-"""Publish runs to Redis atomically, and read, roll back and retire them.
+"""Runs in Redis one step at a time: read, lock, write, flip, delete (the only batch module on redis).
 
-The only batch module that talks to Redis.  Order of a publish (gorse-style):
-register the run as pending -> write every user list, the popular list and the
-user-id index in pipelined chunks -> write metadata -> add to the run history -> flip ``current``
-(one SET, the only moment readers switch) -> retire runs beyond the last ``keep``.
-A run that dies before the flip leaves ``current`` untouched; its keys stay listed
-as pending and are deleted by the next run.
+The order of the steps is :mod:`batch.lifecycle`'s.  The lock shares ``current``'s Cluster slot
+(:attr:`Keys.lock`), so :meth:`RunStore.flip` checks it and moves ``current`` in one Lua script.
 """
 
 from __future__ import annotations
@@ -19,20 +15,21 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from itertools import islice
 
 import redis
 
 from lookup_api.contract.connection import UNAVAILABLE, redact_url
-from lookup_api.contract.keys import DEFAULT_KEEP, Keys, decode_items
+from lookup_api.contract.items import PERSONALIZED, POPULAR, decode_items, first_items
+from lookup_api.contract.keys import Keys
 
 log = logging.getLogger(__name__)
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-_RENEW = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then "
-    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
-)
+_RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+          "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0")
+_FLIP = ("if redis.call('get', KEYS[1]) ~= ARGV[1] then return {0} end "
+         "return {1, redis.call('set', KEYS[2], ARGV[2], 'GET')}")
 
 
 class StoreError(Exception):
@@ -43,12 +40,8 @@ class LockedError(StoreError):
     """Another batch run holds the publish lock."""
 
 
-@dataclass
-class PublishReport:
-    run_id: str
-    users: int
-    seconds: float
-    retired: list[str]
+class LostLockError(StoreError):
+    """This run's lock expired or was taken by another run: it must not write or flip."""
 
 
 def _text(value) -> str | None:
@@ -85,6 +78,10 @@ class RunStore:
         """Return complete runs as ``(run_id, created_at)``, newest first."""
         return [(_text(r), s) for r, s in self.client.zrevrange(self.keys.runs, 0, -1, withscores=True)]
 
+    def pending(self) -> list[str]:
+        """Return the runs being written, or left behind by a failed run or a cut-short deletion."""
+        return [_text(r) for r in self.client.zrange(self.keys.pending, 0, -1)]
+
     def meta(self, run_id: str) -> dict[str, str]:
         """Return a run's metadata hash (empty when the run does not exist)."""
         return {_text(k): _text(v) for k, v in self.client.hgetall(self.keys.meta(run_id)).items()}
@@ -99,24 +96,46 @@ class RunStore:
         raw = self.client.get(self.keys.popular(run_id))
         return None if raw is None else decode_items(raw)
 
+    def serve(self, user_id: int, n: int) -> tuple[str, str, list[dict]]:
+        """Return ``(run id, source, first n items)`` as the API serves ``user_id`` (popular if no list).
+
+        ``n`` follows the API's rule for ``?n=``: 1 to the run's list length, else ValueError.
+        """
+        live = self.current()
+        if live is None:
+            raise StoreError("no run has been published yet (run `recsys-batch run`)")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.user(live, user_id))
+        pipe.get(self.keys.popular(live))
+        pipe.hget(self.keys.meta(live), "top_n")
+        raw, popular, top_n = pipe.execute()
+        if popular is None:
+            raise StoreError(f"the live run {live} has no keys (deleted?); see `recsys-batch status`")
+        top_n = int(top_n or len(decode_items(popular)))
+        if not 1 <= n <= top_n:
+            raise ValueError(f"n must be an integer from 1 to {top_n}, got {n}")
+        return live, PERSONALIZED if raw else POPULAR, decode_items(first_items(raw or popular, n))
+
     # -- locking ---------------------------------------------------------------------------------
     @contextmanager
-    def lock(self, ttl: float = 60.0) -> Iterator[str]:
-        """Hold the publish lock for one run.
+    def lock(self, ttl: float = 60.0, token: str | None = None, keep: bool = False) -> Iterator[str]:
+        """Hold the batch lock, renewed every ``ttl / 3`` s by a heartbeat thread; yield its token.
 
-        The lock expires ``ttl`` seconds after its last heartbeat (sent every ``ttl / 3``
-        by a daemon thread), so a crashed or killed run blocks the next one for at most ``ttl``.
+        ``token``: adopt a lock taken earlier (a sharded run's lease), refused if it was lost.
+        At exit the lock is released, unless ``keep`` (renewed for ``ttl`` instead, for the next
+        step of a sharded run); on an error a lock taken here is always released.
         """
-        token = self.acquire(ttl)
-        ttl_ms = max(int(ttl * 1000), 1)
-        stop = threading.Event()
+        acquired, stop, failed = token is None, threading.Event(), True
+        token = self.acquire(ttl) if acquired else token
+        if not acquired:
+            self.renew(token, ttl)
 
         def heartbeat() -> None:
             while not stop.wait(ttl / 3):
                 try:
-                    if not self.client.eval(_RENEW, 1, self.keys.lock, token, ttl_ms):
-                        log.warning("lost the batch lock %s; this run will not publish", self.keys.lock)
-                        return
+                    self.renew(token, ttl)
+                except LostLockError:
+                    return log.warning("lost the batch lock %s; this run will not publish", self.keys.lock)
                 except (redis.RedisError, *UNAVAILABLE) as exc:
                     log.warning("lock heartbeat failed (%s); retrying", type(exc).__name__)
 
@@ -124,13 +143,17 @@ class RunStore:
         beat.start()
         try:
             yield token
+            failed = False
         finally:
             stop.set()
             beat.join()
-            try:
-                self.release(token)
-            except (redis.RedisError, *UNAVAILABLE):
-                log.warning("could not release %s; it expires within %.0fs", self.keys.lock, ttl)
+            try:  # an adopted lease that failed stays for a retry of the step (and expires by itself)
+                if keep and not failed:
+                    self.renew(token, ttl)
+                elif acquired or not failed:
+                    self.release(token)
+            except (redis.RedisError, *UNAVAILABLE, LostLockError):
+                log.warning("could not release or renew %s; it expires within %.0fs", self.keys.lock, ttl)
 
     def acquire(self, ttl: float) -> str:
         """Take the lock for ``ttl`` seconds (no heartbeat); return its token or raise LockedError."""
@@ -138,11 +161,15 @@ class RunStore:
         if not self.client.set(self.keys.lock, token, nx=True, px=max(int(ttl * 1000), 1)):
             holder = _text(self.client.get(self.keys.lock)) or "?"
             left = max(self.client.pttl(self.keys.lock), 0) / 1000
-            raise LockedError(
-                f"another batch run holds the lock {self.keys.lock} ({holder}, expires in {left:.0f}s "
-                "unless renewed); not starting a second one"
-            )
+            raise LockedError(f"another batch run holds the lock {self.keys.lock} ({holder}, expires in "
+                              f"{left:.0f}s unless renewed); not starting a second one")
         return token
+
+    def renew(self, token: str, ttl: float) -> None:
+        """Extend the lock ``token`` holds to ``ttl`` seconds from now, or raise LostLockError."""
+        if not self.client.eval(_RENEW, 1, self.keys.lock, token, max(int(ttl * 1000), 1)):
+            raise LostLockError(f"the batch lock {self.keys.lock} is no longer held by {token} "
+                                "(expired or taken by another run)")
 
     def holds(self, token: str) -> bool:
         """Return True while ``token`` still holds the lock."""
@@ -153,18 +180,57 @@ class RunStore:
         self.client.eval(_RELEASE, 1, self.keys.lock, token)
 
     # -- writing ---------------------------------------------------------------------------------
-    def write_lists(self, run_id: str, lists: Iterable[tuple[int, bytes]]) -> list[int]:
-        """Register ``run_id`` as pending and write user lists in pipelined chunks; return their ids."""
-        self.client.zadd(self.keys.pending, {run_id: time.time()}, nx=True)
+    def write_lists(self, run_id: str, lists: Iterable[tuple[int, bytes]], token: str) -> list[int]:
+        """Write user lists in pipelined chunks under ``run_id`` (registered pending); return their ids.
+
+        Each chunk's round trip also reads the lock: once it is not ``token``'s, LostLockError.
+        """
         user_ids: list[int] = []
-        pipe = self.client.pipeline(transaction=False)
-        for user_id, payload in lists:
-            pipe.set(self.keys.user(run_id, user_id), payload)
-            user_ids.append(int(user_id))
-            if len(user_ids) % self.chunk == 0:
-                pipe.execute()
-        pipe.execute()
+        lists = iter(lists)
+        while chunk := list(islice(lists, self.chunk)):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(self.keys.lock)
+            pipe.zadd(self.keys.pending, {run_id: time.time()}, nx=True)
+            for user_id, payload in chunk:
+                pipe.set(self.keys.user(run_id, user_id), payload)
+                user_ids.append(int(user_id))
+            if _text(pipe.execute()[0]) != token:
+                raise LostLockError(f"run {run_id} lost the batch lock while writing (expired or taken by "
+                                    "another run); stopped, current was not moved")
         return user_ids
+
+    def write_index(self, run_id: str, popular: bytes, user_ids: list[int], meta: dict) -> None:
+        """Write the popular list, the user index and the metadata (``status=pending``)."""
+        flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(self.keys.pending, {run_id: time.time()}, nx=True)
+        pipe.set(self.keys.popular(run_id), popular)
+        pipe.set(self.keys.users(run_id), json.dumps(sorted(user_ids), separators=(",", ":")))
+        pipe.hset(self.keys.meta(run_id), mapping={**flat, "status": "pending", "users": str(len(user_ids))})
+        pipe.execute()
+
+    def mark_complete(self, run_id: str, created: float) -> None:
+        """Mark ``run_id`` complete and add it to the run history."""
+        self.client.hset(self.keys.meta(run_id), "status", "complete")
+        self.client.zadd(self.keys.runs, {run_id: created})
+
+    def unmark(self, run_id: str) -> None:
+        """Take ``run_id`` out of the history again (its flip was refused) and list it pending."""
+        self.client.zadd(self.keys.pending, {run_id: time.time()}, nx=True)
+        self.client.zrem(self.keys.runs, run_id)
+        self.client.hset(self.keys.meta(run_id), "status", "abandoned")
+
+    def flip(self, run_id: str, token: str) -> str | None:
+        """Point ``current`` at ``run_id`` if ``token`` holds the lock (one script); return the previous."""
+        done, *previous = self.client.eval(_FLIP, 2, self.keys.lock, self.keys.current, token, run_id)
+        if not done:
+            raise LostLockError(f"run {run_id} lost the batch lock before publishing (expired or taken by "
+                                "another run); current was not moved")
+        return _text(previous[0]) if previous else None
+
+    def unpend(self, run_id: str) -> None:
+        """Remove ``run_id`` from the pending runs (it is live or listed complete)."""
+        self.client.zrem(self.keys.pending, run_id)
 
     def mark_shard(self, run_id: str, shard: int, users: int) -> None:
         """Record that shard ``shard`` of ``run_id`` wrote all its ``users`` lists."""
@@ -174,56 +240,11 @@ class RunStore:
         """Return ``{shard: users written}`` for the shards of ``run_id`` that completed."""
         return {int(k): int(v) for k, v in self.client.hgetall(self.keys.shards(run_id)).items()}
 
-    def finalize(
-        self, run_id: str, popular: bytes, user_ids: list[int], meta: dict, keep: int = DEFAULT_KEEP,
-        token: str | None = None,
-    ) -> list[str]:
-        """Write the popular list, user index and metadata, flip ``current``, retire old runs.
-
-        With ``token``, refuse (StoreError, ``current`` untouched) unless that lock is still held:
-        a run whose lock expired must not flip, nor retire a newer run's pending keys.
-        """
-        if keep < 1:
-            raise StoreError("keep must be at least 1")
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(self.keys.popular(run_id), popular)
-        pipe.set(self.keys.users(run_id), json.dumps(sorted(user_ids), separators=(",", ":")))
-        pipe.execute()
-        created = float(meta.get("created_ts", time.time()))
-        flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
-        flat.update(status="complete", users=str(len(user_ids)))
-        self.client.hset(self.keys.meta(run_id), mapping=flat)
-        self.client.zadd(self.keys.runs, {run_id: created})
-        if token is not None and not self.holds(token):
-            raise StoreError(f"run {run_id} lost the batch lock before publishing (expired or taken by "
-                             "another run); current was not moved")
-        previous = _text(self.client.set(self.keys.current, run_id, get=True))  # the atomic flip
-        self.client.zrem(self.keys.pending, run_id)
-        log.info("published run %s: %s user lists, current flipped (was %s)", run_id, len(user_ids), previous)
-        return self.retire(keep, previous=previous)
-
-    def publish(
-        self,
-        run_id: str,
-        lists: Iterable[tuple[int, bytes]],
-        popular: bytes,
-        meta: dict,
-        keep: int = DEFAULT_KEEP,
-        token: str | None = None,
-    ) -> PublishReport:
-        """Write a complete run, then flip ``current`` to it (if ``token`` still holds the lock)."""
-        if keep < 1:
-            raise StoreError("keep must be at least 1")
-        started = time.perf_counter()
-        user_ids = self.write_lists(run_id, lists)
-        retired = self.finalize(run_id, popular, user_ids, meta, keep, token=token)
-        return PublishReport(run_id, len(user_ids), time.perf_counter() - started, retired)
-
     def delete_run(self, run_id: str) -> int:
         """Delete every key of ``run_id`` (pipelined single-key UNLINKs); return how many.
 
-        The popular list and user index go first, so a reader that meets a half-deleted run sees
-        it gone (and retries on the live one) rather than a known user without a list.
+        The history entry, popular list and user index go first, so a reader that meets a
+        half-deleted run sees it gone (and retries on the live one), and rollback refuses it.
         """
         self.client.zrem(self.keys.runs, run_id)
         first = [self.keys.popular(run_id), self.keys.users(run_id), self.keys.meta(run_id)]
@@ -237,47 +258,3 @@ class RunStore:
         pipe.execute()
         self.client.zrem(self.keys.pending, run_id)
         return deleted
-
-    def retire(self, keep: int = DEFAULT_KEEP, previous: str | None = None) -> list[str]:
-        """Delete complete runs beyond ``keep``, and the orphans of failed runs.
-
-        Kept, in order of preference: the live run, ``previous`` (the run live just before the
-        flip: readers may still be on it), then the newest runs — runs that were rolled back
-        *from* come last, so a bad run never outlives the good one it was rolled back to.
-        """
-        live = self.current()
-        history = [r for r, _ in self.runs()]
-        bad = {r for r in history if self.client.hexists(self.keys.meta(r), "rolled_back_at")}
-        order = [live, previous, *[r for r in history if r not in bad], *[r for r in history if r in bad]]
-        keepers = [r for r in dict.fromkeys(order) if r in history][:keep]
-        old = [r for r in history if r not in keepers and r != live]
-        orphans = [_text(r) for r in self.client.zrange(self.keys.pending, 0, -1)]
-        for run_id in old + orphans:
-            n = self.delete_run(run_id)
-            log.info("retired run %s (%s keys)", run_id, n)
-        return old + orphans
-
-    def rollback(self, run_id: str | None = None) -> str:
-        """Point ``current`` at ``run_id`` (default: the newest complete run older than the live one).
-
-        Takes the batch lock (refused while a run is publishing) and marks the run rolled back
-        from, so neither the default rollback nor retirement prefers it again.
-        """
-        with self.lock(ttl=30):
-            live = self.current()
-            history = [r for r, _ in self.runs()]
-            if run_id is None:
-                older = history[history.index(live) + 1 :] if live in history else history
-                older = [r for r in older if not self.client.hexists(self.keys.meta(r), "rolled_back_at")]
-                if not older:
-                    raise StoreError("no earlier complete run to roll back to")
-                run_id = older[0]
-            if run_id not in history or self.meta(run_id).get("status") != "complete":
-                known = ", ".join(history) or "none"
-                raise StoreError(f"run {run_id} is unknown or was deleted; complete runs: {known}")
-            if live and live != run_id and live in history:
-                self.client.hset(self.keys.meta(live), "rolled_back_at", f"{time.time():.3f}")
-            self.client.hdel(self.keys.meta(run_id), "rolled_back_at")
-            self.client.set(self.keys.current, run_id)
-        log.info("rolled back: current %s -> %s", live, run_id)
-        return run_id

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 import redis
 
 from lookup_api.contract.connection import UNAVAILABLE
+from lookup_api.contract.items import PERSONALIZED, POPULAR, first_items
 from lookup_api.contract.keys import Keys
 
 log = logging.getLogger(__name__)
-
-PERSONALIZED, POPULAR = "personalized", "popular"
 
 
 class NoLiveRun(Exception):
@@ -46,37 +45,14 @@ class Result:
     items_json: bytes
     stale: bool = False
 
-    @property
-    def items(self) -> list[dict]:
-        """The items, parsed."""
-        return json.loads(self.items_json)
-
 
 @dataclass
 class _Run:
     run_id: str
     generated_at: str | None
     top_n: int
-    popular: bytes = b"[]"  # the stored JSON, never re-serialised
-    users: frozenset[int] | None = None  # ids with a list; None: unknown, ask Redis
-
-
-_ITEM_START = b',{"movie_id":'
-
-
-def first_items_json(raw: bytes, n: int) -> bytes:
-    """Return the JSON array of the first ``n`` items of a stored list, without parsing it.
-
-    Stored lists are compact JSON with ``movie_id`` as each item's first key, so the byte
-    sequence ``,{"movie_id":`` starts every item after the first and cannot occur inside a
-    string (where every quote is escaped): cutting there is exact.
-    """
-    pos = 0
-    for _ in range(n):
-        pos = raw.find(_ITEM_START, pos + 1)
-        if pos < 0:
-            return raw
-    return raw[:pos] + b"]"
+    popular: bytes  # the stored JSON, never re-serialised
+    users: frozenset[int]  # the ids with a list
 
 
 def _text(value) -> str | None:
@@ -116,12 +92,10 @@ class Lookup:
         pipe.get(self.keys.popular(run_id))
         pipe.get(self.keys.users(run_id))
         (created, top_n), popular, users = pipe.execute()
-        if popular is None:
+        if popular is None or users is None:
             raise KeyError(run_id)  # retired under us
-        run = _Run(run_id, _text(created), int(top_n or 0), popular,
-                   None if users is None else frozenset(json.loads(users)))
-        if not run.top_n:
-            run.top_n = len(json.loads(popular))
+        run = _Run(run_id, _text(created), int(top_n or 0) or len(json.loads(popular)), popular,
+                   frozenset(json.loads(users)))
         self._runs = {run_id: run}  # keep only the live run's cache
         self._last_good = run
         return run
@@ -166,7 +140,7 @@ class Lookup:
         run = self._with_run(lambda run: run)
         if run is None:
             return self._stale(None, n)
-        return Result(None, POPULAR, run.run_id, run.generated_at, first_items_json(run.popular, n))
+        return Result(None, POPULAR, run.run_id, run.generated_at, first_items(run.popular, n))
 
     def recommendations(self, user_id: int, n: int) -> Result:
         """Return the user's list, or the popular list when the run has none for them."""
@@ -178,12 +152,11 @@ class Lookup:
                 self._lists = (run.run_id, lists)
             if user_id in lists:
                 items = lists[user_id]
-            elif run.users is not None and user_id not in run.users:
+            elif user_id not in run.users:
                 items = None  # unknown user: no round trip at all
             else:
                 raw = self.client.get(self.keys.user(run.run_id, user_id))  # one round trip
-                if raw is None and (run.users is not None  # a known user's list is gone: retired
-                                    or not self.client.exists(self.keys.popular(run.run_id))):
+                if raw is None:  # a known user's list is gone: the run was retired
                     raise KeyError(run.run_id)  # retry on the new live run
                 items = raw  # bytes: cheap to keep, invisible to the garbage collector
                 if self.cache_size:
@@ -191,15 +164,15 @@ class Lookup:
                         lists.clear()
                     lists[user_id] = items
             if items is not None:
-                return Result(user_id, PERSONALIZED, run.run_id, run.generated_at, first_items_json(items, n))
-            return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items_json(run.popular, n))
+                return Result(user_id, PERSONALIZED, run.run_id, run.generated_at, first_items(items, n))
+            return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items(run.popular, n))
 
         result = self._with_run(read)
         return result if result is not None else self._stale(user_id, n)
 
     def _stale(self, user_id: int | None, n: int) -> Result:
         run = self._last_good
-        return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items_json(run.popular, n),
+        return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items(run.popular, n),
                       stale=True)
 
     def ready(self) -> tuple[bool, str]:
@@ -211,6 +184,6 @@ class Lookup:
         except NoLiveRun as exc:
             return False, str(exc)
         except KeyError as exc:
-            return False, f"live run {exc.args[0]} has no popular list"
+            return False, f"live run {exc.args[0]} has no popular list or user index"
         except UNAVAILABLE as exc:
             return False, f"Redis unavailable: {type(exc).__name__}"

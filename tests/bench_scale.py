@@ -37,7 +37,7 @@ def measure(user_scale: float, item_scale: float) -> dict:
     """Run every stage once in this process; return sizes, seconds and peak MiB per stage."""
     from batch import pipeline
     from batch.interactions import Interactions
-    from batch.lists import encode_lists, item_fragments
+    from batch.lists import encode_lists, item_heads
     from batch.params import Params
     from tests.synth import ml1m_like
 
@@ -72,9 +72,9 @@ def measure(user_scale: float, item_scale: float) -> dict:
     stage("candidates", lambda: pipeline.candidates(models, data, users, params))
     stage("rank", lambda: pipeline.rank(models, users, state["candidates"], params))
     recs = state["rank"]
-    fragments = item_fragments(data.item_ids, movies)
+    heads = item_heads(data.item_ids, movies)
     stage("serialise", lambda: sum(len(b) for _, b in encode_lists(data.user_ids, recs.items, recs.scores,
-                                                                    fragments)))
+                                                                    recs.ratings, heads)))
     return out
 
 

@@ -142,3 +142,27 @@ def write_csv_dataset(directory: Path, ratings, movies) -> Path:
                   "timestamp": ratings.timestamps}).to_csv(directory / "ratings.csv", index=False,
                                                             float_format="%.1f", chunksize=1_000_000)
     return directory
+
+
+def timed_dataset(n_users: int = 200, n_items: int = 100, seed: int = 3, start: int = 978300000):
+    """A dataset whose users arrive over time (for the temporal protocol), with known timestamps.
+
+    User ``u`` joins on day ``join[u]`` (spread over 300 days, so later users have no rating
+    before a late cut) and rates 15-40 popularity-skewed movies on days ``join + Exp(20)``.
+    Timestamps have a one-day resolution, so many ratings share one (ties at a cut).
+    Returns (ratings rows, movies rows, join day per user id).
+    """
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    weights /= weights.sum()
+    movies = [(i + 1, f"Timed {i + 1} (19{60 + i % 40})", [GENRES[i % 4]]) for i in range(n_items)]
+    join = {u + 1: int(d) for u, d in enumerate(np.sort(rng.uniform(0, 300, n_users)))}
+    ratings = []
+    for user_id, day in join.items():
+        items = rng.choice(n_items, size=int(rng.integers(15, 41)), replace=False, p=weights)
+        taste = rng.normal(size=4)
+        for i in items:
+            when = day + int(rng.exponential(20))
+            stars = int(np.clip(round(3.4 + taste[i % 4] + rng.normal(scale=0.7) - i / n_items), 1, 5))
+            ratings.append((user_id, int(i) + 1, stars, start + when * 86400))
+    return ratings, movies, join

@@ -39,7 +39,8 @@ def test_known_user_gets_personalized_list(api, client, prefix):
     assert doc["generated_at"] and len(doc["items"]) == 10
     stored = RunStore(client, Keys(prefix)).user_list(run_id, 7)
     assert doc["items"] == stored[:10]
-    assert set(doc["items"][0]) == {"movie_id", "title", "genres", "score"}
+    assert list(doc["items"][0]) == ["movie_id", "title", "genres", "score", "predicted_rating"]
+    assert all(1.0 <= it["predicted_rating"] <= 5.0 for it in doc["items"])
 
 
 def test_unknown_user_gets_popular_list_and_says_so(api, client, prefix):
@@ -47,6 +48,9 @@ def test_unknown_user_gets_popular_list_and_says_so(api, client, prefix):
     doc = http.get("/recommendations/123456?n=5").get_json()
     assert doc["source"] == "popular" and doc["user_id"] == 123456 and len(doc["items"]) == 5
     assert doc["items"] == RunStore(client, Keys(prefix)).popular_list(run_id)[:5]
+    # same fields, same meanings as a personalised list: score ranks, predicted_rating is SVD's 1-5
+    assert all(list(it) == list(doc["items"][0]) and 1.0 <= it["predicted_rating"] <= 5.0
+               for it in doc["items"])
 
 
 @pytest.mark.parametrize("n", [1, 7, 20])
@@ -236,16 +240,6 @@ def test_importing_the_api_pulls_no_batch_libraries():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("n", [1, 3, 20, 50])
-def test_first_items_cuts_exactly_like_parsing_everything(n):
-    from lookup_api.contract.keys import encode_items
-    from lookup_api.service import first_items_json
-
-    items = [{"movie_id": i, "title": f'Tricky ,{{"movie_id": {i}}} "quoted" é', "genres": ["A"],
-              "score": 1.0} for i in range(20)]
-    assert json.loads(first_items_json(encode_items(items), n)) == items[:n]
-
-
 def test_without_list_cache_reads_redis_every_time(make_app, publish_small, client, prefix):
     run_id = publish_small()
     http = make_app(LIST_CACHE_SIZE=0).test_client()
@@ -264,3 +258,50 @@ def test_response_is_compact_json_with_latin1_titles_intact(api):
     assert all(isinstance(it["movie_id"], int) for it in doc["items"])
     titles = [it["title"] for it in doc["items"]]
     assert any("Café" in t for t in titles), titles  # latin-1 in movies.dat, UTF-8 JSON out
+
+
+TRICKY = 'Tricky {i} "quoted" back\\slash }} ,{{"movie_id":{i}}} Amélie, {{the}} "end" (2001)'
+
+
+@pytest.fixture
+def tricky_run(tmp_path, client, prefix):
+    """Publish, with the real batch writer, a catalogue whose titles hold quotes, backslashes, é and }."""
+    from batch.job import run_job
+    from batch.params import Params
+    from tests.conftest import SMALL_PARAMS
+    from tests.synth import random_dataset, write_dataset
+
+    ratings, movies = random_dataset()
+    movies = [(m, TRICKY.format(i=m), g) for m, _, g in movies]
+    directory = write_dataset(tmp_path / "tricky", ratings, movies)
+    return run_job(directory, Params(**SMALL_PARAMS), RunStore(client, Keys(prefix))).run_id
+
+
+def test_reader_cuts_the_writers_real_bytes_exactly(tricky_run, client, prefix, make_app):
+    from lookup_api.contract.items import ITEM_KEYS, decode_items, encode_items, first_items
+
+    keys = Keys(prefix)
+    raws = [client.get(keys.user(tricky_run, u)) for u in (1, 2, 150, 300)]
+    raws.append(client.get(keys.popular(tricky_run)))
+    for raw in raws:
+        items = decode_items(raw)
+        assert len(items) == 20 and all(it["title"].startswith("Tricky") for it in items)
+        assert all(list(it) == list(ITEM_KEYS) for it in items)  # fails if the writer's key order changes
+        assert encode_items(items) == raw  # the contract's encoder is the writer's, byte for byte
+        for n in range(1, 22):
+            cut = first_items(raw, n)
+            assert cut == encode_items(items[:n]) and decode_items(cut) == items[:n], n
+    http = make_app().test_client()
+    doc = http.get("/recommendations/2?n=3").get_json()
+    assert doc["items"] == decode_items(raws[1])[:3] and '"quoted" back\\slash }' in doc["items"][0]["title"]
+
+
+def test_reader_is_never_silently_wrong_on_another_key_order():
+    from lookup_api.contract.items import encode_items, first_items
+
+    items = [{"movie_id": i, "title": "x", "genres": [], "score": 1.0, "predicted_rating": 3.0}
+             for i in range(5)]
+    reordered = json.dumps([dict(reversed(list(it.items()))) for it in items]).encode()
+    assert json.loads(first_items(reordered, 2)) == [dict(reversed(list(it.items()))) for it in items[:2]]
+    with pytest.raises(ValueError, match="expected"):
+        encode_items([{"movie_id": 1, "title": "x", "genres": [], "score": 1.0}])

@@ -59,7 +59,7 @@ def test_three_shards_equal_one_run(small_dir, tmp_path, redis_url, prefix, clie
         assert out.exit_code == 0 and "shard 1/3" in out.output
         done = invoke(*sharded, "publish", "--artifacts", art, "--shards", "3")
         assert done.exit_code == 0, done.output
-        assert store.current() == run_id and client.get(f"{prefix}:lock") is None
+        assert store.current() == run_id and client.get(Keys(prefix).lock) is None
 
         expected = lists(client, single, RunStore(client, single).current())
         got = lists(client, Keys(prefix), run_id)
@@ -94,3 +94,27 @@ def test_missing_artifacts_is_a_clean_error(tmp_path, redis_url, prefix):
     result = invoke("--redis-url", redis_url, "--prefix", prefix, "score", "--artifacts",
                     str(tmp_path / "none"), "--shard", "0/1")
     assert result.exit_code == 1 and "no artifacts here" in result.output
+
+
+def test_each_step_renews_the_lease_and_score_refuses_once_it_is_lost(small_dir, tmp_path, redis_url, prefix,
+                                                                       client, params_file):
+    base = ["--redis-url", redis_url, "--prefix", prefix, "--data-dir", str(small_dir)]
+    art, keys = str(tmp_path / "a"), Keys(prefix)
+    trained = invoke(*base, "train", "--artifacts", art, "--params", params_file, "--lock-ttl", "120")
+    assert trained.exit_code == 0, trained.output
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert client.get(keys.lock).decode() == manifest["lock_token"]
+    client.pexpire(keys.lock, 5000)  # the lease is about to run out...
+    assert invoke(*base, "score", "--artifacts", art, "--shard", "0/2").exit_code == 0
+    assert client.pttl(keys.lock) > 100_000  # ...and score renewed it for --lock-ttl
+
+    client.delete(keys.lock)  # the lease expired; another run takes the lock
+    client.set(keys.lock, "another-run", ex=60)
+    refused = invoke(*base, "score", "--artifacts", art, "--shard", "1/2")
+    assert refused.exit_code == 1 and "no longer held" in refused.output
+    run_id = manifest["run_id"]
+    assert len(lists(client, keys, run_id)) == 150  # shard 1 wrote nothing
+    assert RunStore(client, keys).shards_done(run_id) == {0: 150}
+    late = invoke(*base, "publish", "--artifacts", art, "--shards", "2")
+    assert late.exit_code == 1 and RunStore(client, keys).current() is None
+    assert client.get(keys.lock) == b"another-run"  # a step that lost its lease never releases another's

@@ -5,17 +5,25 @@ from __future__ import annotations
 import pytest
 import redis
 
-from batch.store import LockedError, RunStore, StoreError
-from lookup_api.contract.keys import Keys, decode_items, encode_items
+from batch.lifecycle import commit, rollback
+from batch.lifecycle import publish as publish_run
+from batch.store import LockedError, LostLockError, RunStore, StoreError
+from lookup_api.contract.items import decode_items, encode_items
+from lookup_api.contract.keys import Keys
+
+
+def item(movie_id: int, title: str, score: float = 1.0) -> dict:
+    return {"movie_id": movie_id, "title": title, "genres": [], "score": score, "predicted_rating": 4.0}
 
 
 def lists_for(tag: str, users=(1, 2, 3)):
-    return [(u, encode_items([{"movie_id": u, "title": tag, "genres": [], "score": 1.0}])) for u in users]
+    return [(u, encode_items([item(u, tag)])) for u in users]
 
 
 def publish(store: RunStore, run_id: str, keep: int = 2, **meta):
-    popular = encode_items([{"movie_id": 0, "title": run_id, "genres": [], "score": 0.0}])
-    return store.publish(run_id, lists_for(run_id), popular, {"created_ts": meta.get("ts", "1")}, keep=keep)
+    popular = encode_items([item(0, run_id, 0.0)])
+    meta = {"created_ts": meta.get("ts", "1")}
+    return publish_run(store, run_id, lists_for(run_id), popular, meta, keep=keep)
 
 
 @pytest.fixture
@@ -57,7 +65,7 @@ def test_failed_publish_leaves_current_and_next_run_removes_orphans(store, clien
         raise RuntimeError("crash in the middle")
 
     with pytest.raises(RuntimeError):
-        store.publish("20260102T000000Z-bbbb", dying(), b"[]", {"created_ts": "2"})
+        publish_run(store, "20260102T000000Z-bbbb", dying(), b"[]", {"created_ts": "2"})
     assert store.current() == "20260101T000000Z-aaaa"
     assert run_keys(client, store.keys, "20260102T000000Z-bbbb")  # orphaned keys exist...
     report = publish(store, "20260103T000000Z-cccc", ts="3")
@@ -68,32 +76,32 @@ def test_failed_publish_leaves_current_and_next_run_removes_orphans(store, clien
 def test_rollback_default_explicit_and_refused(store):
     publish(store, "20260101T000000Z-aaaa", ts="1")
     publish(store, "20260102T000000Z-bbbb", ts="2")
-    assert store.rollback() == "20260101T000000Z-aaaa"
+    assert rollback(store) == "20260101T000000Z-aaaa"
     assert store.current() == "20260101T000000Z-aaaa"
     with pytest.raises(StoreError, match="no earlier complete run"):
-        store.rollback()
-    assert store.rollback("20260102T000000Z-bbbb") == "20260102T000000Z-bbbb"
+        rollback(store)
+    assert rollback(store, "20260102T000000Z-bbbb") == "20260102T000000Z-bbbb"
     with pytest.raises(StoreError, match="unknown or was deleted"):
-        store.rollback("20250101T000000Z-dead")
+        rollback(store, "20250101T000000Z-dead")
 
 
 def test_rolled_back_run_survives_the_next_publish_and_the_bad_one_goes(store, client):
     for i, run_id in enumerate(["20260101T000000Z-aaaa", "20260102T000000Z-bbbb"]):
         publish(store, run_id, ts=str(i + 1))
-    store.rollback()  # bbbb was bad: back to aaaa
+    rollback(store)  # bbbb was bad: back to aaaa
     publish(store, "20260103T000000Z-cccc", keep=2, ts="3")
     assert [r for r, _ in store.runs()] == ["20260103T000000Z-cccc", "20260101T000000Z-aaaa"]
     assert run_keys(client, store.keys, "20260102T000000Z-bbbb") == set()
-    assert store.rollback() == "20260101T000000Z-aaaa"  # the good run, not the bad one
+    assert rollback(store) == "20260101T000000Z-aaaa"  # the good run, not the bad one
     with pytest.raises(StoreError, match="no earlier complete run"):
-        store.rollback()  # cccc is now marked rolled back from; nothing older
+        rollback(store)  # cccc is now marked rolled back from; nothing older
 
 
 def test_previous_live_run_is_kept_for_readers(store):
     for i, run_id in enumerate(["20260101T000000Z-aaaa", "20260102T000000Z-bbbb"]):
         publish(store, run_id, ts=str(i + 1))
-    store.rollback("20260101T000000Z-aaaa")
-    store.rollback("20260102T000000Z-bbbb")  # an explicit rollback clears its own mark
+    rollback(store, "20260101T000000Z-aaaa")
+    rollback(store, "20260102T000000Z-bbbb")  # an explicit rollback clears its own mark
     publish(store, "20260103T000000Z-cccc", keep=2, ts="3")
     assert [r for r, _ in store.runs()] == ["20260103T000000Z-cccc", "20260102T000000Z-bbbb"]
 
@@ -101,15 +109,18 @@ def test_previous_live_run_is_kept_for_readers(store):
 def test_a_run_that_lost_its_lock_neither_flips_nor_deletes_the_new_holders_keys(store, client):
     publish(store, "20260101T000000Z-aaaa", ts="1")
     token_a = store.acquire(ttl=60)
-    store.write_lists("20260102T000000Z-bbbb", lists_for("b"))
+    store.write_lists("20260102T000000Z-bbbb", lists_for("b"), token_a)
     client.delete(store.keys.lock)  # A's lock expired...
     token_b = store.acquire(ttl=60)  # ...and B took it and is writing
-    store.write_lists("20260103T000000Z-cccc", lists_for("c"))
-    with pytest.raises(StoreError, match="lost the batch lock"):
-        store.finalize("20260102T000000Z-bbbb", b"[]", [1, 2, 3], {"created_ts": "2"}, token=token_a)
+    store.write_lists("20260103T000000Z-cccc", lists_for("c"), token_b)
+    with pytest.raises(LostLockError, match="lost the batch lock"):
+        commit(store, "20260102T000000Z-bbbb", b"[]", [1, 2, 3], {"created_ts": "2"}, 2, token_a)
     assert store.current() == "20260101T000000Z-aaaa"
+    assert "20260102T000000Z-bbbb" not in dict(store.runs())
     assert run_keys(client, store.keys, "20260103T000000Z-cccc")  # B's pending lists are intact
-    store.finalize("20260103T000000Z-cccc", b"[]", [1, 2, 3], {"created_ts": "3"}, token=token_b)
+    with pytest.raises(LostLockError, match="while writing"):  # A's next chunk is refused too
+        store.write_lists("20260102T000000Z-bbbb", lists_for("b"), token_a)
+    commit(store, "20260103T000000Z-cccc", b"[]", [1, 2, 3], {"created_ts": "3"}, 2, token_b)
     assert store.current() == "20260103T000000Z-cccc"
 
 
@@ -117,7 +128,7 @@ def test_rollback_is_refused_while_a_run_holds_the_lock(store):
     for i, run_id in enumerate(["20260101T000000Z-aaaa", "20260102T000000Z-bbbb"]):
         publish(store, run_id, ts=str(i + 1))
     with store.lock(), pytest.raises(LockedError):
-        store.rollback()
+        rollback(store)
     assert store.current() == "20260102T000000Z-bbbb"
 
 
@@ -143,12 +154,23 @@ def test_popular_and_user_lists_round_trip(store):
     publish(store, "20260101T000000Z-aaaa")
     assert store.popular_list("20260101T000000Z-aaaa")[0]["title"] == "20260101T000000Z-aaaa"
     assert store.user_list("20260101T000000Z-aaaa", 99) is None
-    assert decode_items(encode_items([{"a": "é"}])) == [{"a": "é"}]
+    assert decode_items(encode_items([item(1, "é")])) == [item(1, "é")]
 
 
 def test_keys_reject_bad_prefix():
-    with pytest.raises(ValueError):
-        Keys("bad prefix with spaces")
+    for bad in ("bad prefix with spaces", "", "a}b", "{}", "x{a}{b}"):
+        with pytest.raises(ValueError):
+            Keys(bad)
+
+
+@pytest.mark.parametrize("prefix", ["recsys", "{recsys}", "tenant-{eu}.recsys"])
+def test_lock_shares_the_cluster_slot_of_current(prefix):
+    """The flip script reads the lock and sets current: both keys must hash to one slot."""
+    from redis.crc import key_slot
+
+    keys = Keys(prefix)
+    assert keys.lock.startswith(f"{prefix}:lock")
+    assert key_slot(keys.lock.encode()) == key_slot(keys.current.encode())
 
 
 def test_connection_errors_become_store_errors():

@@ -1,58 +1,39 @@
 """``recsys-batch``: a thin Click layer over the batch library.
 
 Library errors become one-line messages with exit status 1 (CronJobs retry on it);
-usage errors exit 2; anything unexpected prints a traceback and exits 1.  Commands live in
-their own modules and are registered here explicitly (no module imports this one back).
+usage errors exit 2; Ctrl-C prints ``Aborted!`` and exits 130; anything unexpected prints a
+traceback and exits 1.  Commands live in their own modules and are registered here explicitly
+(no module imports this one back).  The shared options are accepted before or after the command.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-from pathlib import Path
-
 import click
 
-from batch.cli import evaluate, ops, sharded
-from batch.cli.common import Context
-from batch.download import RELEASES
-from lookup_api.contract.keys import DEFAULT_PREFIX
+from batch.cli import embedded, evaluate, ops, sharded
+from batch.cli.common import Group, group_options, make_context, shared_options
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--redis-url", envvar="REDIS_URL", default=None,
-              help="Redis server URL (redis://, rediss://, unix://, redis+cluster://). Unset: an embedded "
-                   "server persisted in $RECSYS_EMBEDDED_DIR (default data/redis). [env: REDIS_URL]")
-@click.option("--prefix", envvar="RECSYS_PREFIX", default=DEFAULT_PREFIX,
-              help="Key prefix in Redis. [env: RECSYS_PREFIX]")
-@click.option("--data-dir", envvar="RECSYS_DATA_DIR", default="data",
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Directory with ratings.dat + movies.dat, or where ML-1M is downloaded to. "
-                   "[env: RECSYS_DATA_DIR]")
-@click.option("--dataset", envvar="RECSYS_DATASET", default="ml-1m", type=click.Choice(list(RELEASES)),
-              help="MovieLens release to download/read (.dat for 1m/10m, CSV for 20m/25m/latest-small). "
-                   "[env: RECSYS_DATASET]")
-@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@group_options
 @click.pass_context
 def cli(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet):
     """Train the MovieLens recommender and publish every user's top-N to Redis.
 
+    The shared options below may also follow the command (`recsys-batch run --data-dir DIR`).
+
     \b
     Example:
-      recsys-batch run                       # download ML-1M if needed, train, publish
+      recsys-batch run                       # download ML-1M into data/ if needed, train, publish
+      recsys-batch run --data-dir /path/to/ml-1m
       REDIS_URL=redis://127.0.0.1:6379/0 recsys-batch status
     """
-    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    ctx.obj = Context(redis_url, prefix, data_dir, dataset)
-
+    ctx.obj = make_context(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet)
 
 
 for command in (ops.run, ops.download_cmd, ops.status, ops.show, ops.rollback, evaluate.evaluate,
-                evaluate.tune, sharded.train, sharded.score, sharded.publish):
-    cli.add_command(command)
+                evaluate.tune, sharded.train, sharded.score, sharded.publish, embedded.embedded):
+    cli.add_command(shared_options(command) if not isinstance(command, click.Group) else command)
 
 
 def main() -> None:

@@ -1,51 +1,209 @@
-"""What every ``recsys-batch`` command shares: the context object and clean error handling."""
+"""What every ``recsys-batch`` command shares: the context, the shared options, clean errors.
+
+Kept light (no numpy, no redis at import): ``--help`` and the read-only commands import the
+heavy libraries only when they use them.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-from batch.artifacts import ArtifactsError
-from batch.download import RELEASES, DownloadError
-from batch.movielens import DataError
-from batch.params import ParamError
-from batch.store import RunStore, StoreError, redis_errors
-from lookup_api.contract.connection import connect, describe, redact_url
-from lookup_api.contract.keys import Keys
+from batch.download import RELEASES, find_dataset
+from lookup_api.contract.keys import DEFAULT_PREFIX
 
 log = logging.getLogger("batch")
+
+# Library errors that become a one-line message and exit 1: (module, class).  Checked through
+# sys.modules, so that catching them imports nothing (a module not loaded raised nothing).
+LIBRARY_ERRORS = (("batch.formats", "DataError"), ("batch.download", "DownloadError"),
+                  ("batch.store", "StoreError"), ("batch.params", "ParamError"),
+                  ("batch.artifacts", "ArtifactsError"), ("lookup_api.contract.embedded", "EmbeddedError"))
+
+
+def _check_url(ctx, param, value):
+    from lookup_api.contract.connection import check_url
+
+    try:
+        return value and check_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+# The shared options: on the group with their defaults and environment variables, and on every
+# command without them (given there, they override the group's value).
+SHARED = (
+    (("--redis-url",), dict(envvar="REDIS_URL", callback=_check_url,
+                            help="Redis server URL (redis://, rediss://, unix://, redis+cluster://). "
+                                 "Unset: the embedded server of $RECSYS_EMBEDDED_DIR (default data/redis). "
+                                 "[env: REDIS_URL]")),
+    (("--prefix",), dict(envvar="RECSYS_PREFIX", default=DEFAULT_PREFIX,
+                         help="Key prefix in Redis. [env: RECSYS_PREFIX]")),
+    (("--data-dir",), dict(envvar="RECSYS_DATA_DIR", default="data",
+                           type=click.Path(file_okay=False, path_type=Path),
+                           help="Directory with ratings.dat + movies.dat (or DIR/ml-1m/). ML-1M is "
+                                "downloaded into the default one (or RECSYS_DATA_DIR) if missing; a "
+                                "--data-dir typed here must hold it, unless --download. "
+                                "[env: RECSYS_DATA_DIR]")),
+    (("--dataset",), dict(envvar="RECSYS_DATASET", default="ml-1m", type=click.Choice(list(RELEASES)),
+                          help="MovieLens release to download/read (.dat for 1m/10m, CSV for 20m/25m/"
+                               "latest-small). [env: RECSYS_DATASET]")),
+    (("-v", "--verbose"), dict(count=True, show_default=False, help="More logging (-vv for debug).")),
+    (("-q", "--quiet"), dict(is_flag=True, help="Only warnings and errors.")),
+)
 
 
 class Context:
     """Options shared by every command (``ctx.obj``); the Redis client is opened lazily."""
 
-    def __init__(self, redis_url: str | None, prefix: str, data_dir: Path, dataset: str = "ml-1m"):
-        self.redis_url, self.prefix, self.data_dir = redis_url or None, prefix, data_dir
+    def __init__(self, redis_url: str | None = None, prefix: str = DEFAULT_PREFIX,
+                 data_dir: Path | str = "data", dataset: str = "ml-1m", *, data_dir_given: bool = False):
+        self.redis_url, self.prefix, self.data_dir = redis_url or None, prefix, Path(data_dir)
         self.release = RELEASES[dataset]
-        self._store: RunStore | None = None
+        self.data_dir_given = data_dir_given  # typed on the command line: no implicit download
+        self.verbose, self.quiet = 0, False
+        self._store = None
 
-    def store(self) -> RunStore:
-        """Return the RunStore on the configured Redis (connected and pinged on first use)."""
+    def override(self, name: str, value) -> None:
+        """Apply a shared option given after the command name."""
+        if name == "dataset":
+            self.release = RELEASES[value]
+        elif name == "verbose":
+            self.verbose += value
+        else:
+            setattr(self, name, value)
+        if name == "data_dir":
+            self.data_dir_given = True
+        if name in ("verbose", "quiet"):
+            self.setup_logging()
+
+    def setup_logging(self) -> None:
+        """Configure logging to stderr from ``-v`` / ``-q``."""
+        level = logging.WARNING if self.quiet else logging.DEBUG if self.verbose > 1 else logging.INFO
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        logging.getLogger().setLevel(level)
+
+    def store(self, *, create: bool = True):
+        """Return the RunStore on the configured Redis (connected and pinged on first use).
+
+        ``create=False`` (read-only commands): never create the embedded server's directory.
+        """
         if self._store is None:
-            with redis_errors(self.redis_url):
-                client = connect(self.redis_url)
+            import redis
+
+            from batch.store import RunStore
+            from lookup_api.contract.connection import UNAVAILABLE, connect, describe, explain, redact_url
+            from lookup_api.contract.keys import Keys
+
+            try:
+                client = connect(self.redis_url, create=create)
                 client.ping()
+            except (redis.RedisError, *UNAVAILABLE) as exc:
+                raise click.ClickException(f"cannot reach Redis at {redact_url(self.redis_url)}: "
+                                           f"{explain(exc)}") from None
             log.info("redis: %s", describe(client) if self.redis_url is None else redact_url(self.redis_url))
             self._store = RunStore(client, Keys(self.prefix))
         return self._store
 
+    def durable(self):
+        """Return a context in which the embedded server fsyncs each write (no-op with REDIS_URL)."""
+        if self.redis_url is not None:
+            return contextlib.nullcontext()
+        from lookup_api.contract.embedded import fsynced
+
+        return fsynced(self.store().client)
+
+    def require_data(self, download: bool = False) -> None:
+        """Refuse a ``--data-dir`` typed on the command line that lacks the dataset, unless ``download``.
+
+        The default data directory (or ``RECSYS_DATA_DIR``, a deployment's setting) is downloaded
+        into when empty; a path typed by hand may be mistyped, so nothing is created there silently.
+        """
+        if download or not self.data_dir_given or find_dataset(self.data_dir, self.release) is not None:
+            return
+        name, ratings = self.release.name, self.release.fmt.ratings_file
+        raise click.ClickException(
+            f"{self.data_dir} holds no {ratings} (nor {self.data_dir / name}/{ratings}): check the path, or "
+            f"pass --download to fetch {name} into it")
+
+
+def _override(ctx: click.Context, param: click.Parameter, value):
+    if value not in (None, False, 0):
+        ctx.find_object(Context).override(param.name, value)
+
+
+class Group(click.Group):
+    """A Click group whose command list shows each command's whole summary line (wrapped, not cut)."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Write the command list with untruncated summaries."""
+        rows = [(name, cmd.get_short_help_str(limit=200)) for name in self.list_commands(ctx)
+                if (cmd := self.get_command(ctx, name)) is not None and not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def group_options(func):
+    """Add the shared options, with defaults and environment variables, to the group."""
+    for decls, attrs in reversed(SHARED):
+        func = click.option(*decls, **attrs)(func)
+    return func
+
+
+def shared_options(func):
+    """Accept the shared options after the command name too (they override the group's)."""
+    # a function's decorators apply bottom-up; a built Command appends its new parameters
+    for decls, attrs in SHARED if isinstance(func, click.Command) else reversed(SHARED):
+        attrs = {k: v for k, v in attrs.items() if k not in ("envvar", "default", "callback")}
+        attrs["help"] = attrs["help"].split(" [env:")[0]
+        callback = _override if decls[0] != "--redis-url" else \
+            lambda ctx, param, value: _override(ctx, param, _check_url(ctx, param, value))
+        func = click.option(*decls, expose_value=False, callback=callback, **attrs)(func)
+    return func
+
+
+def make_context(ctx: click.Context, redis_url, prefix, data_dir, dataset, verbose, quiet) -> Context:
+    """Build the group's Context from its options (``--data-dir`` typed by hand or not)."""
+    given = ctx.get_parameter_source("data_dir") in (ParameterSource.COMMANDLINE, ParameterSource.PROMPT)
+    obj = Context(redis_url, prefix, data_dir, dataset, data_dir_given=given)
+    obj.verbose, obj.quiet = verbose, quiet
+    obj.setup_logging()
+    return obj
+
+
+def redis_errors(url: str | None = None):
+    """Return :func:`batch.store.redis_errors` (imported only when a command talks to Redis)."""
+    from batch.store import redis_errors as errors
+
+    return errors(url)
+
+
+def _library_error(exc: BaseException) -> bool:
+    return any(isinstance(exc, getattr(sys.modules[m], name))
+               for m, name in LIBRARY_ERRORS if m in sys.modules)
+
 
 def fail_cleanly(func):
-    """Turn library errors into ClickException (one line, exit 1)."""
+    """Turn library errors into ClickException (one line, exit 1); Ctrl-C into ``Aborted!``, exit 130."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except (DataError, DownloadError, StoreError, ParamError, ArtifactsError) as exc:
-            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            with contextlib.suppress(Exception):
+                click.echo("\nAborted!", err=True)
+            raise click.exceptions.Exit(130) from None
+        except Exception as exc:
+            if _library_error(exc):
+                raise click.ClickException(str(exc)) from None
+            raise
 
     return wrapper

@@ -1,4 +1,4 @@
-"""``recsys-batch evaluate`` and ``recsys-batch tune``: offline evaluation on the original split.
+"""``recsys-batch evaluate`` and ``recsys-batch tune``: offline evaluation on the random and time splits.
 
 Registered on the group in :mod:`batch.cli`.
 """
@@ -24,11 +24,15 @@ def _command_line(ctx: click.Context) -> str:
     return ctx.command_path
 
 
-def _load(obj: Context):
+DOWNLOAD_HELP = "Download the dataset into --data-dir if it is not there. [env: RECSYS_DOWNLOAD]"
+
+
+def _load(obj: Context, download: bool):
     """Return (ratings, movies, provenance) of the dataset under ``--data-dir``."""
     from batch.job import code_version, dataset_checksum, resolve_data_dir
     from batch.movielens_ratings import load_dir
 
+    obj.require_data(download)
     directory = resolve_data_dir(obj.data_dir, release=obj.release)
     ratings, movies = load_dir(directory, obj.release.fmt)
     return ratings, movies, {"dataset": obj.release.name,
@@ -36,9 +40,12 @@ def _load(obj: Context):
                              "code_version": code_version()}
 
 
-@click.command()
+@click.command(short_help="Compare the pipeline with baselines on the random and time splits.")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=f"Parameters of the default pipeline [default: {TUNED_PATH.name}, else built-in].")
+@click.option("--protocol", "protocols", type=click.Choice(["random", "temporal"]), multiple=True,
+              help="random: the original 60/20/20 split by user; temporal: one global time split, warm "
+                   "and cold users [default: both].")
 @click.option("--ranker", type=click.Choice(RANKERS), help="Override the default pipeline's ranker.")
 @click.option("--phase", type=click.Choice(["test", "validation"]), default="test",
               help="test: fit on train+validation, score test; validation: fit on train, score validation.")
@@ -50,28 +57,32 @@ def _load(obj: Context):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write every number and the protocol as JSON.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write evaluation.md and curves.png (precision@k, recall@k) into this directory.")
+              help="Write evaluation.md, curves.png (random) and temporal.png (P@k, warm and cold users) "
+                   "into this directory.")
+@click.option("--download", is_flag=True, envvar="RECSYS_DOWNLOAD", help=DOWNLOAD_HELP)
 @click.pass_context
 @fail_cleanly
-def evaluate(ctx, params_file, ranker, phase, cutoff, ease_l2, original_users, json_path, report_dir):
-    """Compare the pipeline with baselines on the original 60/20/20 split (fair protocol).
+def evaluate(ctx, params_file, protocols, ranker, phase, cutoff, ease_l2, original_users, json_path,
+             report_dir, download):
+    """Compare the pipeline with baselines on the random split and on a time split (warm and cold users).
 
     \b
     Example:
-      recsys-batch --data-dir ../shared/data/ml-1m evaluate --json eval.json --report docs/eval
+      recsys-batch evaluate --data-dir /path/to/ml-1m --json data/eval/evaluation.json --report data/eval
     """
-    from batch.evaluation.evaluate import DEFAULT_EASE_L2
-    from batch.evaluation.evaluate import evaluate as run_evaluation
+    from batch.evaluation.evaluate import DEFAULT_EASE_L2, PROTOCOLS, evaluate_protocols
     from batch.evaluation.report import format_table, write_report
     from batch.evaluation.split import EvaluationError  # imported here: scikit-learn is slow to load
 
     params = load_params(params_file).with_(ranker=ranker)
+    baselines = tuned_document(params_file).get("baselines", {})
     if ease_l2 is None:
-        ease_l2 = float(tuned_document(params_file).get("baselines", {}).get("ease_l2", DEFAULT_EASE_L2))
-    ratings, movies, provenance = _load(ctx.obj)
+        ease_l2 = float(baselines.get("ease_l2", DEFAULT_EASE_L2))
+    ratings, movies, provenance = _load(ctx.obj, download)
     try:
-        report = run_evaluation(ratings, movies, params, ease_l2=ease_l2, phase=phase,
-                                original_users=original_users)
+        report = evaluate_protocols(ratings, movies, params, tuple(protocols) or PROTOCOLS, ease_l2=ease_l2,
+                                    als_pop=baselines.get("als_pop"), phase=phase,
+                                    original_users=original_users)
     except EvaluationError as exc:
         raise click.ClickException(str(exc)) from None
     report.update(provenance, command=_command_line(ctx))
@@ -81,32 +92,43 @@ def evaluate(ctx, params_file, ranker, phase, cutoff, ease_l2, original_users, j
         json_path.write_text(json.dumps(report, indent=1) + "\n")
         click.echo(f"json: {json_path}")
     if report_dir:
-        md, png = write_report(report, report_dir, cutoff, report["command"])
-        click.echo(f"report: {md}, {png}")
+        paths = write_report(report, report_dir, cutoff, report["command"])
+        click.echo(f"report: {', '.join(map(str, paths))}")
+    click.echo(f"evaluated in {report['seconds']:.0f}s")
 
 
-@click.command()
+@click.command(short_help="Search the model parameters on validation; write the tuned file.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=TUNED_PATH,
+              show_default="batch/tuned_params.json",
               help="Where to write the tuned parameters (`run` and `evaluate` read the default path).")
+@click.option("--protocol", type=click.Choice(["random", "temporal"]), default="random",
+              help="random: the full search on the 60/20/20 split; temporal: refine the file at --output "
+                   "(fallback list, blend, ALS + popularity weight) on the time split's validation phase.")
 @click.option("--quick", is_flag=True, help="A tiny search space (smoke tests), not for real use.")
 @click.option("--seed", type=int, default=42, help="Seed of the split and of the models.")
+@click.option("--download", is_flag=True, envvar="RECSYS_DOWNLOAD", help=DOWNLOAD_HELP)
 @click.pass_context
 @fail_cleanly
-def tune(ctx, output, quick, seed):
+def tune(ctx, output, protocol, quick, seed, download):
     """Search ALS, SVD, candidate counts and the ranking blend on validation; write the tuned file.
 
     Fits on the train part and scores the validation part only: test is never read.
+    The committed file comes from `tune` then `tune --protocol temporal`.
 
     \b
     Example:
-      recsys-batch --data-dir ../shared/data/ml-1m tune      # writes batch/tuned_params.json
+      recsys-batch tune --data-dir /path/to/ml-1m              # writes batch/tuned_params.json
+      recsys-batch tune --data-dir /path/to/ml-1m --protocol temporal
+      recsys-batch tune --data-dir /path/to/ml-1m --output data/tuned.json
     """
     from batch.evaluation.split import EvaluationError
     from batch.evaluation.tuning import SMALL, SearchSpace, write_tuned
     from batch.evaluation.tuning import tune as run_tune
 
-    ratings, movies, provenance = _load(ctx.obj)
+    ratings, movies, provenance = _load(ctx.obj, download)
     started = time.perf_counter()
+    if protocol == "temporal":
+        return _tune_temporal(ctx, output, ratings, movies, provenance, seed, quick, started)
     try:
         doc = run_tune(ratings, movies, space=SMALL if quick else SearchSpace(), seed=seed)
     except EvaluationError as exc:
@@ -121,3 +143,31 @@ def tune(ctx, output, quick, seed):
     click.echo(f"chosen (changes from the built-in defaults): {json.dumps(changed)}")
     click.echo(f"EASE l2: {doc['baselines']['ease_l2']:g}; {len(doc['trials'])} trials in "
                f"{time.perf_counter() - started:.0f}s; written to {path}")
+
+
+def _tune_temporal(ctx, output: Path, ratings, movies, provenance: dict, seed: int, quick: bool,
+                   started: float) -> None:
+    """Refine the tuned file at ``output`` on the temporal validation phase and write it back."""
+    from batch.evaluation.evaluate import DEFAULT_EASE_L2
+    from batch.evaluation.split import EvaluationError
+    from batch.evaluation.tune_temporal import BLENDS, tune_temporal
+    from batch.evaluation.tuning import write_tuned
+
+    doc = tuned_document(output) if output.exists() else {}
+    base = Params.from_dict(doc.get("params", {})).with_(seed=seed)
+    ease_l2 = float(doc.get("baselines", {}).get("ease_l2", DEFAULT_EASE_L2))
+    try:
+        section = tune_temporal(ratings, movies, base, ease_l2, seed=seed,
+                                blends=BLENDS[:4] if quick else BLENDS)
+    except EvaluationError as exc:
+        raise click.ClickException(str(exc)) from None
+    section = {"command": _command_line(ctx), "code_version": provenance["code_version"], **section}
+    doc = {"version": 1, **doc, "params": base.with_(**section["chosen"]).to_dict(),
+           "baselines": {**doc.get("baselines", {"ease_l2": ease_l2}), "als_pop": section["als_pop"]},
+           "temporal": section}
+    path = write_tuned(doc, output)
+    click.echo(f"chosen on temporal validation: {json.dumps(section['chosen'])}; "
+               f"ALS + popularity weight {section['als_pop']:g}")
+    for name, value in section["validation"].items():
+        click.echo(f"validation {name}: {value}")
+    click.echo(f"{len(section['trials'])} trials in {time.perf_counter() - started:.0f}s; written to {path}")

@@ -3,77 +3,86 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
 import click
 
-from batch.cli.common import Context, fail_cleanly
-from batch.download import download
-from batch.params import RANKERS, TUNED_PATH, load_params
-from batch.store import redis_errors
-from lookup_api.contract.connection import describe
+from batch.cli.common import Context, fail_cleanly, redis_errors
+from batch.cli.options import param_options
+from batch.params import TUNED_PATH, load_params
 from lookup_api.contract.keys import DEFAULT_KEEP
 
+log = logging.getLogger(__name__)
 
-@click.command()
-@click.option("--top-n", type=click.IntRange(1, 1000),
-              help="List length per user [default: from the tuned file, else 50].")
-@click.option("--candidates", type=click.IntRange(1, 5000),
-              help="ALS candidates per user [default: from the tuned file (200), else 100].")
-@click.option("--content-candidates", type=click.IntRange(0, 5000),
-              help="TF-IDF genre candidates per user [default: from the tuned file, else 30].")
-@click.option("--ranker", type=click.Choice(RANKERS),
-              help="svd: SVD predicted rating (original design); blend: tuned blend.")
+
+def describe(client) -> str:
+    """Return where ``client`` points (the contract's description; imports redis only when called)."""
+    from lookup_api.contract.connection import describe as where
+
+    return where(client)
+
+
+@click.command(short_help="Train on all ratings, rank for every user, publish atomically.")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help=f"Parameter file written by `tune` [default: {TUNED_PATH.name} "
                                  "in the batch package, else built-in defaults].")
-@click.option("--als-factors", type=click.IntRange(1, 1024))
-@click.option("--als-regularization", type=click.FloatRange(0))
-@click.option("--als-iterations", type=click.IntRange(1, 500))
-@click.option("--als-alpha", type=click.FloatRange(0, min_open=True))
-@click.option("--als-weighting", type=click.Choice(["raw", "binary", "liked", "bm25"]))
-@click.option("--svd-factors", type=click.IntRange(1, 1024))
-@click.option("--svd-lr", type=click.FloatRange(0, min_open=True))
-@click.option("--svd-reg", type=click.FloatRange(0))
-@click.option("--svd-epochs", type=click.IntRange(1, 500))
-@click.option("--seed", type=int)
+@param_options
 @click.option("--keep", type=click.IntRange(1, 100), default=DEFAULT_KEEP,
               help="Complete runs to keep in Redis (older ones are deleted).")
 @click.option("--dry-run", is_flag=True, help="Compute everything, write nothing to Redis.")
 @click.option("--lock-ttl", type=click.FloatRange(1), default=60.0,
               help="Seconds a crashed run's lock outlives its last heartbeat.")
+@click.option("--download", is_flag=True, envvar="RECSYS_DOWNLOAD",
+              help="Download the dataset into --data-dir if it is not there (the default data "
+                   "directory is always downloaded into). [env: RECSYS_DOWNLOAD]")
 @click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
               help="Mirror of the release's zip (checksums are still verified). [env: RECSYS_DATASET_URL]")
 @click.pass_obj
 @fail_cleanly
-def run(obj: Context, params_file, keep, dry_run, lock_ttl, dataset_url, **overrides):
+def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_url, **overrides):
     """Train on all ratings, rank candidates for every user, publish atomically.
+
+    Every model setting below overrides the tuned file's value for this run.
 
     \b
     Example:
       recsys-batch run --top-n 50 --ranker blend
-      recsys-batch --data-dir ../shared/data/ml-1m run --dry-run
+      recsys-batch run --data-dir /path/to/ml-1m --dry-run
     """
     from batch.job import run_job
 
     params = load_params(params_file).with_(**overrides)
-    store = None if dry_run else obj.store()
-    if store is None:
+    obj.require_data(download)
+    if dry_run:
         result = run_job(obj.data_dir, params, None, url=dataset_url, release=obj.release)
-    else:
-        with redis_errors(obj.redis_url), store.lock(ttl=lock_ttl) as token:
-            result = run_job(obj.data_dir, params, store, keep=keep, url=dataset_url,
-                             progress=sys.stderr.isatty(), release=obj.release, token=token)
+        click.echo(f"dry run: {result.users} users, {result.items} movies, {result.ratings} ratings "
+                   f"computed in {result.timings.get('total', 0):.1f}s; nothing written to Redis")
+        return
+    store = obj.store()
+    with redis_errors(obj.redis_url), store.lock(ttl=lock_ttl) as token:
+        result = run_job(obj.data_dir, params, store, keep=keep, url=dataset_url,
+                         progress=sys.stderr.isatty(), release=obj.release, token=token)
+        with obj.durable():  # on disk, the flip and all before it, before "published" is printed
+            record_timings(store, result.run_id, result.timings)
     t = result.timings
-    verb = "computed (dry run)" if dry_run else "published"
-    click.echo(f"run {result.run_id} {verb}: {result.users} users, {result.items} movies, "
-               f"{result.ratings} ratings in {t.get('total', 0):.1f}s")
-    if not dry_run:
-        click.echo(f"redis: {describe(store.client)}; inspect: recsys-batch status")
+    click.echo(f"run {result.run_id} published: {result.users} users, {result.items} movies, "
+               f"{result.ratings} ratings in {t.get('total', 0):.1f}s (publish {t.get('publish', 0):.1f}s)")
+    click.echo(f"redis: {describe(store.client)}")
+    if obj.redis_url is None:
+        click.echo("the embedded redis-server keeps running for the API and later commands; "
+                   "stop it with `recsys-batch embedded stop`")
 
 
-@click.command("download")
+def record_timings(store, run_id: str, timings: dict[str, float]) -> None:
+    """Add the publish and total times, known only after the flip, to the run's metadata."""
+    if store.client.exists(store.keys.meta(run_id)):
+        store.client.hset(store.keys.meta(run_id), "timings",
+                          json.dumps({k: round(v, 3) for k, v in timings.items()}))
+
+
+@click.command("download", short_help="Download the MovieLens release and verify its checksums.")
 @click.option("--url", default=None, help="Mirror of the release's zip (checksums are still verified).")
 @click.option("--force", is_flag=True, help="Download again even if the files are present.")
 @click.pass_obj
@@ -83,29 +92,54 @@ def download_cmd(obj: Context, url, force):
 
     \b
     Example:
-      recsys-batch --data-dir data download
-      recsys-batch --dataset ml-20m download
+      recsys-batch download
+      recsys-batch download --dataset ml-20m --data-dir /srv/movielens
     """
+    from batch.download import download
+
     target = download(obj.data_dir, obj.release, url=url, force=force)
     click.echo(f"{obj.release.name} ready in {target}")
 
 
-@click.command()
+def _read_only_store(obj: Context):
+    """Return the store, or None when the embedded server's directory does not exist (nothing published)."""
+    from lookup_api.contract.embedded import EmbeddedError
+
+    try:
+        return obj.store(create=False)
+    except EmbeddedError as exc:
+        log.info("%s", exc)
+        return None
+
+
+def format_timings(raw: str | None) -> str:
+    """Return stage timings as one line: ``load 0.26s, train_als 2.40s, ..., publish 0.22s, total 8.5s``."""
+    try:
+        timings = json.loads(raw or "{}")
+    except json.JSONDecodeError:
+        return raw or ""
+    return ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
+
+
+@click.command(short_help="Show the live run, its metadata and the run history.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 @fail_cleanly
 def status(obj: Context, as_json):
-    """Show the live run, its metadata and the run history.
+    """Show the live run, its metadata (timings: every stage, publish, total) and the run history.
 
     \b
     Example:
+      recsys-batch status
       recsys-batch status --json
     """
-    store = obj.store()
-    with redis_errors(obj.redis_url):
-        live = store.current()
-        history = store.runs()
-        meta = store.meta(live) if live else {}
+    store = _read_only_store(obj)
+    live, history, meta = None, [], {}
+    if store is not None:
+        with redis_errors(obj.redis_url):
+            live = store.current()
+            history = store.runs()
+            meta = store.meta(live) if live else {}
     if as_json:
         click.echo(json.dumps({"current": live, "meta": meta,
                                "runs": [{"run_id": r, "created_ts": s} for r, s in history]}, indent=2))
@@ -115,15 +149,16 @@ def status(obj: Context, as_json):
         return
     click.echo(f"live run: {live}")
     for key in sorted(meta):
-        click.echo(f"  {key}: {meta[key]}")
+        click.echo(f"  {key}: {format_timings(meta[key]) if key == 'timings' else meta[key]}")
     click.echo("history (newest first):")
     for run_id, _ in history:
         click.echo(f"  {'*' if run_id == live else ' '} {run_id}")
 
 
-@click.command()
+@click.command(short_help="Print what the API serves for a user.")
 @click.argument("user_id", type=click.IntRange(1))
-@click.option("-n", type=click.IntRange(1), default=10, help="How many items.")
+@click.option("-n", type=click.IntRange(1), default=10,
+              help="How many items: 1 to the published list length, as the API's ?n=.")
 @click.pass_obj
 @fail_cleanly
 def show(obj: Context, user_id, n):
@@ -133,24 +168,21 @@ def show(obj: Context, user_id, n):
     Example:
       recsys-batch show 42 -n 5
     """
-    from lookup_api.service import Lookup, NoLiveRun, StoreUnavailable
-
-    store = obj.store()
+    store = _read_only_store(obj)
+    if store is None:
+        raise click.ClickException("no run has been published yet (run `recsys-batch run`)")
     try:
         with redis_errors(obj.redis_url):
-            result = Lookup(store.client, store.keys).recommendations(user_id, n)
-    except NoLiveRun as exc:
-        raise click.ClickException(str(exc)) from None
-    except StoreUnavailable:
-        raise click.ClickException(
-            f"the live run {store.current()} has no keys (deleted?); see `recsys-batch status`") from None
-    click.echo(f"user {user_id}: {result.source} list from run {result.run_id}")
-    for rank, item in enumerate(result.items, start=1):
-        click.echo(f"{rank:3d}. {item['title']} [{'|'.join(item['genres'])}] "
-                   f"(movie {item['movie_id']}, score {item['score']:.3f})")
+            run_id, source, items = store.serve(user_id, n)
+    except ValueError as exc:  # the API's rule for ?n= (400 there)
+        raise click.BadParameter(str(exc), param_hint="'-n'") from None
+    click.echo(f"user {user_id}: {source} list from run {run_id}")
+    for rank, item in enumerate(items, start=1):
+        click.echo(f"{rank:3d}. {item['title']} [{'|'.join(item['genres'])}] (movie {item['movie_id']}, "
+                   f"score {item['score']:.3f}, predicted rating {item['predicted_rating']:.1f})")
 
 
-@click.command()
+@click.command(short_help="Point the live run at an earlier complete run.")
 @click.argument("run_id", required=False)
 @click.pass_obj
 @fail_cleanly
@@ -162,7 +194,9 @@ def rollback(obj: Context, run_id):
       recsys-batch rollback                  # one run back
       recsys-batch rollback 20261126T020000Z-3f9a
     """
-    store = obj.store()
-    with redis_errors(obj.redis_url):
-        target = store.rollback(run_id)
+    from batch.lifecycle import rollback as roll_back
+
+    store = obj.store(create=False)
+    with redis_errors(obj.redis_url), obj.durable():
+        target = roll_back(store, run_id)
     click.echo(f"current -> {target}")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from batch.cli.common import Context, fail_cleanly
-from batch.params import RANKERS, load_params
-from batch.store import redis_errors
+from batch.cli.common import Context, fail_cleanly, redis_errors
+from batch.cli.options import param_option
+from batch.params import load_params
 from lookup_api.contract.keys import DEFAULT_KEEP
 
 ARTIFACTS_HELP = "Directory for model artifacts shared by train, score and publish (e.g. a volume)."
@@ -23,10 +23,11 @@ ARTIFACTS_HELP = "Directory for model artifacts shared by train, score and publi
               envvar="RECSYS_ARTIFACTS", help=ARTIFACTS_HELP + " [env: RECSYS_ARTIFACTS]")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Parameter file written by `tune` [default: the tuned file, else defaults].")
-@click.option("--top-n", type=click.IntRange(1, 1000), help="List length per user.")
-@click.option("--ranker", type=click.Choice(RANKERS))
-@click.option("--lock-ttl", type=click.FloatRange(1), default=3600.0,
-              help="Seconds the batch lock is leased to this sharded run (released by publish).")
+@param_option("top_n")
+@param_option("ranker")
+@click.option("--lock-ttl", type=click.FloatRange(1), default=900.0, show_default=True,
+              help="Seconds the batch lock (the run's lease) outlives the last step that renewed it; "
+                   "each step renews it by a heartbeat while it works; publish releases it.")
 @click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
               help="Mirror of the release's zip (checksums are still verified).")
 @click.pass_obj
@@ -43,6 +44,7 @@ def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset
     from batch.sharded import train_job
 
     params = load_params(params_file).with_(top_n=top_n, ranker=ranker)
+    obj.require_data()
     with redis_errors(obj.redis_url):
         manifest = train_job(obj.data_dir, params, artifacts, obj.store(), release=obj.release,
                              url=dataset_url, lock_ttl=lock_ttl)

@@ -17,6 +17,7 @@ from batch.params import Params
 
 log = logging.getLogger(__name__)
 
+PROTOCOLS = ("random", "temporal")
 DEFAULT_EASE_L2 = 500.0  # Steck's ML-20M value; `tune` chooses it on validation
 
 
@@ -73,6 +74,7 @@ def evaluate(ratings: Ratings, movies: Movies, params: Params, *, original: Para
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "protocol": {
+            "name": "random",
             "split": "60/20/20 of ratings, stratified by user (sklearn train_test_split: test first, "
                      "then validation out of the rest)",
             "seed": seed, "phase": phase,
@@ -88,3 +90,25 @@ def evaluate(ratings: Ratings, movies: Movies, params: Params, *, original: Para
         "rows": rows,
         "timings": {**{n: round(v, 2) for n, v in cache.timings.items()}, "total": round(seconds, 2)},
     }
+
+
+def evaluate_protocols(ratings: Ratings, movies: Movies, params: Params,
+                       protocols: tuple[str, ...] = PROTOCOLS, *, ease_l2: float = DEFAULT_EASE_L2,
+                       als_pop: float | None = None,
+                       phase: str = "test", original_users: int = 200) -> dict:
+    """Run ``evaluate`` under each protocol (``random``, ``temporal``); one JSON-ready document."""
+    from batch.evaluation.evaluate_temporal import DEFAULT_ALS_POP, evaluate_temporal
+
+    started = time.perf_counter()
+    out = {}
+    for name in protocols:
+        if name == "random":
+            out[name] = evaluate(ratings, movies, params, ease_l2=ease_l2, phase=phase,
+                                 original_users=original_users)
+        elif name == "temporal":
+            out[name] = evaluate_temporal(ratings, movies, params, ease_l2=ease_l2, phase=phase,
+                                          als_pop=DEFAULT_ALS_POP if als_pop is None else als_pop)
+        else:
+            raise ValueError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)}")
+    return {"created_at": datetime.now(UTC).isoformat(timespec="seconds"), "protocols": out,
+            "seconds": round(time.perf_counter() - started, 1)}

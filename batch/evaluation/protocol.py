@@ -18,24 +18,30 @@ from batch.evaluation.metrics import ranking_curves, rating_errors
 from batch.evaluation.split import Fold, Split, make_fold
 from batch.models.als import train_als
 from batch.models.content import train_content
-from batch.models.popularity import item_stats, popularity_scores
+from batch.models.popularity import item_stats
 from batch.models.svd import SVDModel, train_svd
 from batch.movielens import Movies, Ratings
-from batch.params import Params
+from batch.params import Params, group_names
 
 log = logging.getLogger(__name__)
 
-ALS_KEYS = ("als_factors", "als_regularization", "als_iterations", "als_alpha", "als_weighting", "seed")
-SVD_KEYS = ("svd_factors", "svd_lr", "svd_reg", "svd_epochs", "seed")
+ALS_KEYS = group_names("als")  # every setting train_als receives: a model fitted without one is never reused
+SVD_KEYS = group_names("svd")
+
+
+def phase_parts(split: Split, phase: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return (fitted, held-out) positions: ``validation`` fits train and holds out validation;
+    ``test`` fits train + validation and holds out test."""
+    if phase == "validation":
+        return split.train, split.validation
+    if phase == "test":
+        return np.concatenate([split.train, split.validation]), split.test
+    raise ValueError(f"unknown phase {phase!r}; choose validation or test")
 
 
 def fold_for(ratings: Ratings, split: Split, phase: str, threshold: float = 4.0) -> Fold:
     """``validation``: fit on train, score validation; ``test``: fit on train + validation, score test."""
-    if phase == "validation":
-        return make_fold(ratings, split.train, split.validation, threshold)
-    if phase == "test":
-        return make_fold(ratings, np.concatenate([split.train, split.validation]), split.test, threshold)
-    raise ValueError(f"unknown phase {phase!r}; choose validation or test")
+    return make_fold(ratings, *phase_parts(split, phase), threshold)
 
 
 @dataclass
@@ -62,8 +68,7 @@ class ModelCache:
         if key not in self._svd:
             d = self.fold.data
             self._svd[key] = self.timed("fit_svd", lambda: train_svd(
-                d.matrix, d.user_ids, d.item_ids, factors=params.svd_factors, lr=params.svd_lr,
-                reg=params.svd_reg, epochs=params.svd_epochs, seed=params.seed)[0])
+                d.matrix, d.user_ids, d.item_ids, **params.kwargs("svd"))[0])
         return self._svd[key]
 
     def models(self, params: Params) -> pipeline.Models:
@@ -71,17 +76,14 @@ class ModelCache:
         key = tuple(getattr(params, k) for k in ALS_KEYS)
         if key not in self._als:
             self._als[key] = self.timed("fit_als", lambda: train_als(
-                self.fold.data.matrix, factors=params.als_factors, regularization=params.als_regularization,
-                iterations=params.als_iterations, alpha=params.als_alpha, weighting=params.als_weighting,
-                seed=params.seed))
+                self.fold.data.matrix, **params.kwargs("als")))
         if self._shared is None:
             counts, _ = item_stats(self.fold.data.matrix)
             content = self.timed("fit_content", lambda: train_content(
                 pipeline.item_genres(self.fold.data, self.movies), counts))
             self._shared = (content, counts)
         content, counts = self._shared
-        popular = popularity_scores(self.fold.data.matrix, params.popularity_rule,
-                                    params.popularity_min_count)
+        popular = pipeline.popular_scores(self.fold.data, params)
         return pipeline.Models(self._als[key], content, self.svd(params), counts, popular)
 
 

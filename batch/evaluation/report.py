@@ -1,4 +1,4 @@
-"""Present an evaluation report: a terminal table, a Markdown page and a PNG of the curves."""
+"""Present an evaluation report: terminal tables, a Markdown page and PNG curves, per protocol."""
 
 from __future__ import annotations
 
@@ -7,52 +7,104 @@ from pathlib import Path
 
 COLUMNS = (("precision", "P"), ("recall", "R"), ("ndcg", "NDCG"), ("map", "MAP"), ("hit_rate", "HR"),
            ("coverage", "Cov"))
+SEGMENTS = ("warm", "cold", "all")
 
 
 def _at(row: dict, metric: str, k: int) -> float:
     return row["curves"][metric][k - 1]
 
 
-def table_rows(report: dict, k: int = 10) -> tuple[list[str], list[list[str]]]:
-    """Return (header, cells) of the comparison table at cut-off ``k``."""
+def table_rows(report: dict, k: int = 10, segment: str | None = None) -> tuple[list[str], list[list[str]]]:
+    """Return (header, cells) of one protocol's table at cut-off ``k`` (one segment, or every row)."""
     header = ["row", "users", *(f"{short}@{k}" for _, short in COLUMNS), "RMSE", "MAE"]
     cells = []
     for row in report["rows"]:
+        if segment and row.get("segment") != segment:
+            continue
         errors = [f"{row[e]:.4f}" if e in row else "" for e in ("rmse", "mae")]
         metrics = (f"{_at(row, m, k):.4f}" for m, _ in COLUMNS)
         cells.append([row["name"], str(row["users"]), *metrics, *errors])
+    if segment:  # no rating errors on the temporal protocol
+        header, cells = header[:-2], [c[:-2] for c in cells]
     return header, cells
 
 
 def summary(report: dict, k: int = 10) -> list[str]:
-    """Return one-line comparisons of the default pipeline with the other rows (fair protocol)."""
+    """Return one-line comparisons: the default pipeline with the others, the fallback with the seed's."""
     rows = {r["key"]: r for r in report["rows"]}
-    if "default" not in rows:
-        return []
-    ours = _at(rows["default"], "precision", k)
     lines = []
-    for key in ("original", "als", "ease"):
-        if key in rows and _at(rows[key], "precision", k) > 0:
-            ratio = ours / _at(rows[key], "precision", k)
-            lines.append(f"default pipeline vs {rows[key]['name']}: P@{k} x{ratio:.2f}")
+    if "default" in rows:
+        ours = _at(rows["default"], "precision", k)
+        for key in ("original", "als", "als_pop", "ease", "fallback", "most_rated"):
+            if key in rows and _at(rows[key], "precision", k) > 0:
+                ratio = ours / _at(rows[key], "precision", k)
+                lines.append(f"default pipeline vs {rows[key]['name']}: P@{k} x{ratio:.2f}")
+    if "fallback@cold" in rows and _at(rows["popularity@cold"], "precision", k) > 0:
+        ratio = _at(rows["fallback@cold"], "precision", k) / _at(rows["popularity@cold"], "precision", k)
+        lines.append(f"cold users: published fallback vs original fallback: P@{k} x{ratio:.2f}")
     return lines
 
 
-def format_table(report: dict, k: int = 10) -> str:
-    """Render the table for a terminal (fixed-width columns)."""
-    header, cells = table_rows(report, k)
+def _text_table(header: list[str], cells: list[list[str]]) -> list[str]:
     widths = [max(len(x) for x in col) for col in zip(header, *cells, strict=True)]
-    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths,
-                                                                                         strict=True)))
-    out = [line, "-" * len(line)]
-    for row in cells:
-        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(row, widths, strict=True))))
-    proto = report["protocol"]
-    out.append(f"fair protocol: {proto['users']} users, fit on {proto['fit_on']}, "
-               f"scored on {proto['phase']}; 'original protocol' rows: {proto['original']}")
-    out.append(f"evaluated in {report['timings']['total']:.0f}s")
-    out.extend(summary(report, k))
+
+    def line(row):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths,
+                                                                                             strict=True)))
+    return [line(header), "-" * len(line(header)), *(line(r) for r in cells)]
+
+
+def _md_table(header: list[str], cells: list[list[str]]) -> list[str]:
+    return [f"| {' | '.join(header)} |", "|" + "---|" * len(header), *(f"| {' | '.join(r)} |" for r in cells)]
+
+
+def fallback_table(report: dict, bold: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Return (header, cells) of the cold-start rules: P@10 / NDCG@10 on validation and on the phase."""
+    fb = report["fallback"]
+    phases = [p for p in ("validation", "test") if p in fb]
+    header = ["rule", *(f"{m} ({p}, {fb[p][0]['users']} cold users)" for p in phases
+                        for m in ("P@10", "NDCG@10"))]
+    cells = {}
+    for phase in phases:
+        for trial in fb[phase]:
+            cells.setdefault(trial["rule"], {})[phase] = trial
+    chosen = fb["published_rule"]
+    out = []
+    for rule, by_phase in cells.items():
+        name = (f"**{rule}** (published)" if bold else f"{rule} (published)") if rule == chosen else rule
+        out.append([name, *(f"{by_phase[p][m]:.4f}" if p in by_phase else "" for p in phases
+                            for m in ("precision@10", "ndcg@10"))])
+    return header, out
+
+
+def recency_line(report: dict) -> str:
+    """Return one line on the recency guard: the best half-life's validation gain, adopted or not."""
+    g = report["fallback"]["recency_guard"]
+    verdict = "adopted" if g["adopted"] else "not adopted (within one standard error)"
+    return (f"recency: {g['best_recency_rule']} vs {g['over']}: validation P@10 gain {g['gain_p@10']:+.4f} "
+            f"(standard error {g['standard_error']:.4f}): {verdict}")
+
+
+def format_table(doc: dict, k: int = 10) -> str:
+    """Render every protocol's tables for a terminal (fixed-width columns)."""
+    out = []
+    for name, report in doc["protocols"].items():
+        proto = report["protocol"]
+        if name == "random":
+            out += ["random split (60/20/20 by user; every user is warm)",
+                    *_text_table(*table_rows(report, k))]
+            out.append(f"fair protocol: {proto['users']} users, fit on {proto['fit_on']}, scored on "
+                       f"{proto['phase']}; 'original protocol' rows: {proto['original']}")
+        else:
+            cuts = proto["cuts"]
+            out.append(f"temporal split (cuts {cuts['validation_utc']}, {cuts['test_utc']}; fit on "
+                       f"{proto['fit_on']}, scored on {proto['phase']})")
+            for segment in SEGMENTS:
+                out += ["", f"{segment} users ({proto['users'][segment]})",
+                        *_text_table(*table_rows(report, k, segment))]
+            out += ["", "cold-start rules (chosen on validation)",
+                    *_text_table(*fallback_table(report, bold=False)), recency_line(report)]
+        out += [f"evaluated in {report['timings']['total']:.0f}s", *summary(report, k), ""]
     return "\n".join(out)
 
 
@@ -60,63 +112,47 @@ def _plain(value) -> str:
     return ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
 
 
-def markdown(report: dict, k: int = 10, plot_name: str | None = "curves.png", command: str = "") -> str:
-    """Render the report as a Markdown page (the table, the protocol, the parameters, the plot)."""
-    header, cells = table_rows(report, k)
-    proto = report["protocol"]
-    lines = ["# Offline evaluation", ""]
+def markdown(doc: dict, k: int = 10, plots: dict[str, str] | None = None, command: str = "") -> str:
+    """Render the report as a Markdown page: per protocol the tables, the protocol and the plot."""
+    plots = plots or {}
+    lines = ["# Offline evaluation (generated)", ""]
     if command:
         lines += ["Produced by:", "", "```bash", command, "```", ""]
-    lines += [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
-    lines += [f"| {' | '.join(row)} |" for row in cells]
-    lines += ["", *(f"- {s}" for s in summary(report, k)), "", "## Protocol", ""]
-    lines += [f"- **{key}**: {_plain(value)}" for key, value in proto.items()]
-    run = {k: report[k] for k in ("dataset", "dataset_sha256", "code_version") if k in report}
-    run["timings (s)"] = ", ".join(f"{k} {v}" for k, v in report["timings"].items())
-    lines += ["", "## Run", "", *(f"- **{k}**: {v}" for k, v in run.items())]
-    if plot_name:
-        lines += ["", f"## Precision@k and recall@k, k = 1..{proto['k']}", "", f"![curves]({plot_name})"]
-    lines += ["", "## Parameters", "", "```json", json.dumps(report["params"], indent=1), "```", ""]
+    for name, report in doc["protocols"].items():
+        proto = report["protocol"]
+        if name == "random":
+            lines += ["## Random split (the original project's protocol)", "",
+                      "Every user has training ratings (all warm; no cold users).", "",
+                      *_md_table(*table_rows(report, k))]
+        else:
+            lines += ["## Temporal split (as the product is used)", ""]
+            for segment in SEGMENTS:
+                lines += [f"### {segment.capitalize()} users ({proto['users'][segment]})", "",
+                          *_md_table(*table_rows(report, k, segment)), ""]
+            lines += ["### Cold-start lists (chosen on validation, never on test)", "",
+                      *_md_table(*fallback_table(report)), "", f"{recency_line(report)}.", ""]
+        lines += ["", *(f"- {s}" for s in summary(report, k)), "", f"### Protocol ({name})", ""]
+        lines += [f"- **{key}**: {_plain(value)}" for key, value in proto.items()]
+        lines += [f"- **timings (s)**: {_plain(report['timings'])}"]
+        if name in plots:
+            lines += ["", f"![{name}]({plots[name]})"]
+        lines += [""]
+    run = {k: doc[k] for k in ("dataset", "dataset_sha256", "code_version") if k in doc}
+    lines += ["## Run", "", *(f"- **{k}**: {v}" for k, v in run.items()), f"- **total**: {doc['seconds']} s"]
+    params = next(iter(doc["protocols"].values()))["params"]
+    lines += ["", "## Parameters", "", "```json", json.dumps(params, indent=1), "```", ""]
     return "\n".join(lines)
 
 
-def plot_curves(report: dict, path: Path | str) -> Path:
-    """Write a PNG with precision@k and recall@k curves of every row (matplotlib, Agg backend)."""
-    import matplotlib
+def write_report(doc: dict, directory: Path | str, k: int = 10, command: str = "") -> list[Path]:
+    """Write ``evaluation.md`` and one PNG per protocol into ``directory``; return the paths."""
+    from batch.evaluation.plots import plot_random, plot_temporal
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    colours: dict[str, tuple] = {}
-    for row in report["rows"]:
-        base = row["key"].split("@")[0]  # a row under the original protocol shares its pipeline's colour
-        colour = colours.setdefault(base, plt.get_cmap("tab10")(len(colours) % 10))
-        style = "--" if row["protocol"] == "original" else "-"
-        width = 2.6 if base == "default" else 1.3
-        for ax, metric in zip(axes, ("precision", "recall"), strict=True):
-            values = row["curves"][metric]
-            ax.plot(range(1, len(values) + 1), values, style, color=colour, linewidth=width,
-                    label=row["name"])
-    for ax, title in zip(axes, ("Precision@k", "Recall@k"), strict=True):
-        ax.set_title(title)
-        ax.set_xlabel("k")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"ML-1M, fit on {report['protocol']['fit_on']}, scored on {report['protocol']['phase']} "
-                 "(dashed: original protocol)")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def write_report(report: dict, directory: Path | str, k: int = 10, command: str = "") -> tuple[Path, Path]:
-    """Write ``evaluation.md`` and ``curves.png`` into ``directory``; return both paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    png = plot_curves(report, directory / "curves.png")
+    makers = {"random": (plot_random, "curves.png"), "temporal": (plot_temporal, "temporal.png")}
+    written = [makers[name][0](report, directory / makers[name][1])
+               for name, report in doc["protocols"].items()]
     md = directory / "evaluation.md"
-    md.write_text(markdown(report, k, png.name, command))
-    return md, png
+    md.write_text(markdown(doc, k, {n: makers[n][1] for n in doc["protocols"]}, command))
+    return [md, *written]

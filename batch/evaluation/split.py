@@ -90,7 +90,7 @@ def make_fold(ratings: Ratings, fit: np.ndarray, heldout: np.ndarray, threshold:
     matrix.sort_indices()
     dropped = int((rows < 0).sum())
     if dropped:
-        log.warning("%s held-out ratings belong to users absent from the fitted data; ignored", dropped)
+        log.info("%s held-out ratings belong to users absent from the fitted data (cold users)", dropped)
     if not n_relevant.any():
         raise EvaluationError(f"no held-out rating >= {threshold:g}: nothing to evaluate")
     cold = (rows >= 0) & (cols < 0)

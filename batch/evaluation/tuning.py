@@ -174,6 +174,8 @@ def dumps(doc: dict) -> str:
         if isinstance(value, list) and value:
             body = ",\n".join(f"  {json.dumps(v)}" for v in value)
             parts.append(f' {json.dumps(key)}: [\n{body}\n ]')
+        elif isinstance(value, dict) and "trials" in value:
+            parts.append(f" {json.dumps(key)}: " + dumps(value).rstrip().replace("\n", "\n "))
         elif key == "search_space":
             body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
             parts.append(f' {json.dumps(key)}: {{\n{body}\n }}')

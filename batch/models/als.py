@@ -11,9 +11,10 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from batch.params import WEIGHTINGS
+
 log = logging.getLogger(__name__)
 
-WEIGHTINGS = ("raw", "binary", "liked", "bm25")
 
 
 def confidence(ratings: sp.csr_matrix, weighting: str = "raw", alpha: float = 1.0) -> sp.csr_matrix:

@@ -1,9 +1,18 @@
-"""Popularity lists: the original mean-rating rule and a damped (Bayesian) mean."""
+"""Popularity lists for users without a personal list (the cold start), optionally recency-weighted.
+
+Every rule scores each item (n_items,) from the (n_users, n_items) rating matrix; higher is
+better.  With a half-life, a rating ``age`` days older than the newest rating in the data
+counts ``0.5 ** (age / half_life)`` instead of 1 (needs the ratings' timestamps).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+
+from batch.params import POPULARITY_RULES
+
+DAY = 86400.0
 
 
 def item_stats(ratings: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -15,23 +24,47 @@ def item_stats(ratings: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return counts, means
 
 
+def recency_weights(times: np.ndarray, half_life_days: float) -> np.ndarray:
+    """Return one weight per rating: 1 for the newest, halving every ``half_life_days`` before it."""
+    times = np.asarray(times, dtype=np.float64)
+    if half_life_days <= 0 or len(times) == 0:
+        return np.ones(len(times))
+    return np.exp2(-(times.max() - times) / (half_life_days * DAY))
+
+
 def popularity_scores(ratings: sp.csr_matrix, rule: str = "damped", min_count: int = 100,
-                      damping: float = 100.0) -> np.ndarray:
+                      damping: float = 100.0, *, times: np.ndarray | None = None,
+                      recency_days: float = 0.0, like_threshold: float = 4.0) -> np.ndarray:
     """Score every item (n_items,) for the popular list; higher is better.
 
     ``mean``: the original rule, mean rating among items with >= ``min_count`` ratings
     (others -inf).  ``damped``: (sum + damping * global_mean) / (count + damping), a
-    Bayesian mean that needs no hard cut-off.  ``count``: number of ratings.
+    Bayesian mean that needs no hard cut-off.  ``count``: number of ratings.  ``liked``:
+    number of ratings >= ``like_threshold``.  ``recency_days`` > 0 weighs every rating by
+    its recency (``times``, aligned with ``ratings.data``, is then required); ``min_count``
+    always counts unweighted ratings.
     """
-    counts, means = item_stats(ratings)
-    if rule == "mean":
-        return np.where(counts >= min_count, means, -np.inf)
+    if rule not in POPULARITY_RULES:
+        raise ValueError(f"unknown popularity rule {rule!r}; choose from {', '.join(POPULARITY_RULES)}")
+    n_items = ratings.shape[1]
+    if recency_days > 0:
+        if times is None or len(times) != ratings.nnz:
+            raise ValueError("a recency-weighted popular list needs one timestamp per rating")
+        weights = recency_weights(times, recency_days)
+    else:
+        weights = np.ones(ratings.nnz)
+    cols = ratings.indices
+    if rule == "liked":
+        return np.bincount(cols, weights=weights * (ratings.data >= like_threshold), minlength=n_items)
+    counts = np.bincount(cols, weights=weights, minlength=n_items)
     if rule == "count":
-        return counts.astype(np.float64)
+        return counts
+    sums = np.bincount(cols, weights=weights * ratings.data, minlength=n_items)
     if rule == "damped":
-        mu = ratings.data.mean() if ratings.nnz else 0.0
-        return (means * counts + damping * mu) / (counts + damping)
-    raise ValueError(f"unknown popularity rule {rule!r}; choose mean, damped or count")
+        mu = sums.sum() / counts.sum() if ratings.nnz else 0.0
+        return (sums + damping * mu) / (counts + damping)
+    means = np.divide(sums, counts, out=np.zeros(n_items), where=counts > 0)
+    return np.where(np.bincount(cols, minlength=n_items) >= min_count, means, -np.inf)
 
 
 def top_popular(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -46,6 +46,10 @@ class SVDModel:
             est = np.clip(est, *self.rating_scale)
         return np.where(items >= 0, est, -np.inf)
 
+    def baseline(self, items: np.ndarray) -> np.ndarray:
+        """Predict ``items`` for a user SVD knows nothing about: mu + bi, clipped to the scale."""
+        return np.clip(self.mu + self.bi[np.asarray(items)], *self.rating_scale)
+
     def score_all(self, users: np.ndarray) -> np.ndarray:
         """Predict every item for ``users``: (len(users), n_items), unclipped."""
         users = np.asarray(users)

