@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from batch import telemetry
 from batch.cli import evaluate, ops, sharded
 from batch.cli.common import Context
 from batch.download import RELEASES
@@ -34,8 +35,10 @@ from lookup_api.contract.keys import DEFAULT_PREFIX
                    "[env: RECSYS_DATASET]")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("--log-format", envvar="RECSYS_LOG_FORMAT", type=click.Choice(["text", "json"]), default="text",
+              help="json: one JSON object per line (run_id, stage, seconds). [env: RECSYS_LOG_FORMAT]")
 @click.pass_context
-def cli(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet):
+def cli(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet, log_format):
     """Train the MovieLens recommender and publish every user's top-N to Redis.
 
     \b
@@ -46,6 +49,8 @@ def cli(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet):
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    if log_format == "json":
+        telemetry.use_json_logs()
     ctx.obj = Context(redis_url, prefix, data_dir, dataset)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from batch import telemetry
 from batch.cli.common import Context, fail_cleanly
 from batch.download import download
 from batch.params import RANKERS, TUNED_PATH, load_params
@@ -45,8 +46,12 @@ from lookup_api.contract.keys import DEFAULT_KEEP
               help="Seconds a crashed run's lock outlives its last heartbeat.")
 @click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
               help="Mirror of the release's zip (checksums are still verified). [env: RECSYS_DATASET_URL]")
+@click.option("--pushgateway", envvar="RECSYS_PUSHGATEWAY", default=None,
+              help="Prometheus Pushgateway (host:port or URL) to push the run's metrics to, success or "
+                   "failure; a failed push only warns. [env: RECSYS_PUSHGATEWAY]")
 @click.pass_obj
 @fail_cleanly
+@telemetry.reported
 def run(obj: Context, params_file, keep, dry_run, lock_ttl, dataset_url, **overrides):
     """Train on all ratings, rank candidates for every user, publish atomically.
 
@@ -71,6 +76,7 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, dataset_url, **overr
                f"{result.ratings} ratings in {t.get('total', 0):.1f}s")
     if not dry_run:
         click.echo(f"redis: {describe(store.client)}; inspect: recsys-batch status")
+    return result
 
 
 @click.command("download")
@@ -106,14 +112,15 @@ def status(obj: Context, as_json):
         live = store.current()
         history = store.runs()
         meta = store.meta(live) if live else {}
+    age = telemetry.age_seconds(meta)
     if as_json:
-        click.echo(json.dumps({"current": live, "meta": meta,
+        click.echo(json.dumps({"current": live, "age_seconds": age, "meta": meta,
                                "runs": [{"run_id": r, "created_ts": s} for r, s in history]}, indent=2))
         return
     if live is None:
         click.echo("no live run: nothing has been published yet (run `recsys-batch run`)")
         return
-    click.echo(f"live run: {live}")
+    click.echo(f"live run: {live}" + (f" (age {telemetry.format_age(age)})" if age is not None else ""))
     for key in sorted(meta):
         click.echo(f"  {key}: {meta[key]}")
     click.echo("history (newest first):")
