@@ -36,10 +36,10 @@ end
 
 
 @contextmanager
-def gunicorn(app: str, env: dict[str, str], workers: int = 2, threads: int = 1):
-    """Run ``gunicorn app`` on a free loopback port; yield its base URL; stop it afterwards."""
+def gunicorn(app: str, env: dict[str, str], workers: int = 2, threads: int = 1, args: tuple[str, ...] = ()):
+    """Run ``gunicorn [args] app`` on a free loopback port; yield its base URL; stop it afterwards."""
     port = free_port()
-    cmd = [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads),
+    cmd = [sys.executable, "-m", "gunicorn", *args, "-w", str(workers), "--threads", str(threads),
            "-b", f"127.0.0.1:{port}", "--log-level", "warning", app]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env})
     url = f"http://127.0.0.1:{port}"
