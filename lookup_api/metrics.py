@@ -143,8 +143,12 @@ def init_metrics(app: Flask) -> None:
                         ["route"], buckets=BUCKETS, registry=own)
     errors = Counter("recsys_api_redis_errors", "Failed Redis calls by kind (timeout, connection, error).",
                      ["kind"], registry=own)
+    # exported at 0 from the start, so increase()/rate() see the first error (a series born at 1 shows none)
     for kind in ("timeout", "connection", "error"):
-        errors.labels(kind)  # exported at 0 from the start, so rate() sees the first error
+        errors.labels(kind)
+    for rule in app.url_map.iter_rules():
+        for status in ("500", "503"):
+            requests.labels(rule.rule, status, "")
     lookup = app.extensions["lookup"]
     instrument_client(lookup.client, errors)
     max_age = float(app.config["MAX_RUN_AGE"] or 0)
