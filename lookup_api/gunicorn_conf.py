@@ -8,7 +8,8 @@
 - Access log: one JSON object per line on stdout (``RECSYS_ACCESS_LOG``: a file path, ``-`` for
   stdout, the default, or empty for none): ``time``, ``remote``, ``method``, ``path``, ``query``,
   ``status``, ``bytes``, ``duration_ms``, ``user_agent``, ``pid``.
-Command-line flags (``--access-logfile`` ...) still override these.
+Command-line flags still override these (``--access-logfile``; ``--access-logformat`` brings back
+gunicorn's own format).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gunicorn.config import AccessLogFormat
 from gunicorn.glogging import Logger
 
 _DEFAULT_DIR = os.path.join(tempfile.gettempdir(), f"recsys-metrics-{os.getpid()}")
@@ -30,12 +32,14 @@ accesslog = os.environ.get("RECSYS_ACCESS_LOG", "-") or None
 
 
 class JsonAccessLogger(Logger):
-    """gunicorn's logger with one JSON object per access-log line."""
+    """gunicorn's logger with one JSON object per access-log line (unless --access-logformat is given)."""
 
     def access(self, resp, req, environ, request_time) -> None:
-        """Log one request as JSON."""
+        """Log one request as JSON (an explicit ``--access-logformat`` is honoured instead)."""
+        if self.cfg.access_log_format != AccessLogFormat.default:
+            return super().access(resp, req, environ, request_time)
         if not (self.cfg.accesslog or self.cfg.logconfig_dict):
-            return
+            return None
         status = resp.status
         status = int(status.split(None, 1)[0]) if isinstance(status, str) else status
         record = {
@@ -51,6 +55,7 @@ class JsonAccessLogger(Logger):
             "pid": os.getpid(),
         }
         self.access_log.info("%s", json.dumps(record, separators=(",", ":")))
+        return None
 
 
 logger_class = JsonAccessLogger

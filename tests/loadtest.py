@@ -108,22 +108,31 @@ def main() -> None:  # pragma: no cover - a benchmark, run by hand
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     env = {"REDIS_URL": args.redis_url, "RECSYS_PREFIX": "recsys-bench"}
-    results = {"api": [], "bare": []}
+    conf = ("-c", "python:lookup_api.gunicorn_conf")  # the README's command: metrics, JSON access log
+    access_log = Path(tempfile.mkdtemp(prefix="recsys-loadtest-")) / "access.log"
+    api = "lookup_api:create_app()"
+    variants = (("bare", "tests.bare_app:create_app()", None, (), {}),  # name, app, path, gunicorn args, env
+                ("api", api, "/recommendations/", (), {"RECSYS_METRICS": "false"}),  # metrics off
+                ("api+metrics", api, "/recommendations/", conf, {"RECSYS_ACCESS_LOG": ""}),
+                ("api+metrics+log", api, "/recommendations/", conf, {"RECSYS_ACCESS_LOG": str(access_log)}))
+    results = {name: [] for name, *_ in variants}
     for _ in range(args.rounds):
-        for name, app, path in (("bare", "tests.bare_app:create_app()", None),
-                                ("api", "lookup_api:create_app()", "/recommendations/")):
-            with gunicorn(app, env) as url:
+        for name, app, path, gargs, extra in variants:
+            with gunicorn(app, {**env, **extra}, args=gargs) as url:
                 results[name].append(wrk(url + ("/constant" if path is None else ""), args.seconds,
                                          args.connections, path=path, max_known=6040))
+    shutil.rmtree(access_log.parent)
     for name, runs in results.items():
         for r in runs:
             print(f"{name}: {r['requests']} requests, {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
                   f"p99 {r['p99_ms']:.2f} ms, non-2xx {r['non_2xx']}, socket errors {r['socket_errors']}")
     import statistics
 
-    api = statistics.median(r["rps"] for r in results["api"])
     bare = statistics.median(r["rps"] for r in results["bare"])
-    print(f"median req/s: api {api:.0f}, bare {bare:.0f}, ratio {api / bare:.2f}")
+    for name, runs in results.items():
+        rps, p99 = statistics.median(r["rps"] for r in runs), statistics.median(r["p99_ms"] for r in runs)
+        errors = sum(r["non_2xx"] + r["socket_errors"] for r in runs)
+        print(f"median {name}: {rps:.0f} req/s ({rps / bare:.2f} of bare), p99 {p99:.2f} ms, errors {errors}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -159,7 +160,7 @@ def test_prometheus_counts_every_lookup_across_two_gunicorn_workers(publish_smal
         time.sleep(2.5)  # two more scrapes: the count must stay put, not overshoot
         assert prom.value(total) == 200
         by_source = {r["metric"]["source"]: float(r["value"][1]) for r in prom.query(
-            f'sum by (source) (recsys_api_requests_total{{route="{LOOKUP}"}})')}
+            f'sum by (source) (recsys_api_requests_total{{route="{LOOKUP}",status="200"}})')}
         assert by_source == {"personalized": 120.0, "popular": 80.0}
         assert prom.value(f'sum(recsys_api_request_duration_seconds_count{{route="{LOOKUP}"}})') == 200
         assert prom.value(f'recsys_live_run_info{{run_id="{run_id}"}}') == 1
@@ -170,3 +171,14 @@ def test_prometheus_counts_every_lookup_across_two_gunicorn_workers(publish_smal
     assert len({r["pid"] for r in lookups}) == 2, "both workers must have served lookups"
     assert set(lookups[0]) == {"time", "remote", "method", "path", "query", "status", "bytes",
                                "duration_ms", "user_agent", "pid"}
+
+
+def test_an_explicit_access_logformat_wins_over_json(publish_small, redis_url, prefix, tmp_path):
+    publish_small()
+    log = tmp_path / "access.log"
+    env = {"REDIS_URL": redis_url, "RECSYS_PREFIX": prefix}
+    args = (*README_CONF, "--access-logfile", str(log), "--access-logformat", "%(p)s %(r)s")
+    with gunicorn("lookup_api:create_app()", env, workers=2, args=args) as url:
+        get_json(f"{url}/recommendations/1")
+    lines = [line for line in log.read_text().splitlines() if "/recommendations/1" in line]
+    assert len(lines) == 1 and re.fullmatch(r"<\d+> GET /recommendations/1 HTTP/1.1", lines[0]), lines
