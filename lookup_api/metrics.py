@@ -121,9 +121,12 @@ class LiveRunCollector:
 def _registries() -> tuple[CollectorRegistry, CollectorRegistry]:
     """Return (registry the metrics are created in, registry /metrics exposes)."""
     own = CollectorRegistry(auto_describe=True)
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
         return own, own
     from prometheus_client import multiprocess
+
+    os.makedirs(directory, exist_ok=True)  # gunicorn --check-config loads the app before on_starting
 
     scrape = CollectorRegistry()
     multiprocess.MultiProcessCollector(scrape)  # sums the files every worker writes
