@@ -64,7 +64,7 @@ def success_registry(result, finished: float):
                    ["stage"], registry=registry)
     for stage, seconds in result.timings.items():
         stages.labels(stage).set(seconds)
-    gauge("recsys_batch_users", "Users with a list in the last published run.", result.users)
+    gauge("recsys_batch_users", "Users ranked (and published) by the last run.", result.users)
     gauge("recsys_batch_items", "Movies in the last published run's data.", result.items)
     gauge("recsys_batch_ratings", "Ratings the last published run trained on.", result.ratings)
     gauge("recsys_batch_empty_lists", "Users whose list came out empty.", result.empty_lists)
