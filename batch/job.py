@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from batch import pipeline
+from batch import pipeline, telemetry
 from batch.download import ML_1M, Release, download, find_dataset
 from batch.interactions import Interactions
 from batch.lifecycle import PublishReport, publish
 from batch.lists import encode_lists, encode_one, item_heads
+from batch.models.svd_process import SVDProcess
 from batch.movielens import Movies
 from batch.movielens_ratings import load_dir
 from batch.params import Params
@@ -39,6 +40,8 @@ class JobResult:
     ratings: int
     timings: dict[str, float] = field(default_factory=dict)
     published: PublishReport | None = None
+    empty_lists: int = 0  # users whose list came out empty (batch/telemetry.py)
+    popular_items: int = 0  # length of the popular list
 
 
 def resolve_data_dir(data_dir: Path | str, url: str | None = None, release: Release = ML_1M) -> Path:
@@ -141,20 +144,22 @@ def run_job(
     if it was lost meanwhile.
     """
     started = time.perf_counter()
-    loaded = load_stage(data_dir, release, url)
-    data, timings = loaded.data, {"load": loaded.seconds}
-
-    models = pipeline.train(data, loaded.movies, params)
+    with SVDProcess() as svd_process:  # starts now: its imports overlap the load
+        loaded = load_stage(data_dir, release, url)
+        data, timings = loaded.data, {"load": loaded.seconds}
+        models = pipeline.train(data, loaded.movies, params, svd_process)
     recs = pipeline.recommend(models, data, params)
     timings.update(models.timings)
 
     stage = time.perf_counter()
     heads = item_heads(data.item_ids, loaded.movies)
-    popular = encode_one(heads, *pipeline.popular(models, params.top_n))
+    pop_ids, pop_scores, pop_ratings = pipeline.popular(models, params.top_n)
+    popular = encode_one(heads, pop_ids, pop_scores, pop_ratings)
     lists = encode_lists(data.user_ids, recs.items, recs.scores, recs.ratings, heads)
     run_id = new_run_id()
     result = JobResult(run_id, data.n_users, data.n_items, data.nnz, timings)
     empty = int((recs.items[:, 0] < 0).sum()) if len(recs.items) else 0
+    result.empty_lists, result.popular_items = empty, len(pop_ids)
     if store is None:
         n = sum(1 for _ in lists)
         timings["serialise"] = time.perf_counter() - stage
@@ -164,7 +169,7 @@ def run_job(
             from tqdm import tqdm
 
             lists = tqdm(lists, total=data.n_users, desc="publish", unit="user")
-        meta = run_meta(loaded, params, timings, empty_lists=str(empty))
+        meta = run_meta(loaded, params, timings, **telemetry.meta_fields(empty, len(pop_ids)))
         result.published = publish(store, run_id, lists, popular, meta, keep=keep, token=token)
         timings["publish"] = time.perf_counter() - stage
     timings["total"] = time.perf_counter() - started

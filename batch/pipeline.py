@@ -6,7 +6,9 @@ Python loop).  Indices are the row/column positions of an :class:`Interactions`.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -18,6 +20,7 @@ from batch.models.als import ALSModel, train_als
 from batch.models.content import ContentModel, train_content
 from batch.models.popularity import item_stats, popularity_scores, top_popular
 from batch.models.svd import SVDModel, train_svd
+from batch.models.svd_process import SVDProcess
 from batch.models.topn import top_n
 from batch.movielens import Movies
 from batch.params import Params
@@ -59,20 +62,43 @@ def popular_scores(data: Interactions, params: Params) -> np.ndarray:
     return popularity_scores(data.matrix, times=data.times, **params.kwargs("popularity"))
 
 
-def train(data: Interactions, movies: Movies, params: Params) -> Models:
-    """Fit ALS, TF-IDF content, SVD and popularity on ``data``."""
+def _prefetch(module: str) -> threading.Thread:
+    """Import ``module`` on a thread (while ALS's solver runs without the GIL)."""
+    thread = threading.Thread(target=importlib.import_module, args=(module,), name=f"import-{module}",
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def train(data: Interactions, movies: Movies, params: Params,
+          svd_process: SVDProcess | None = None) -> Models:
+    """Fit ALS, TF-IDF content, SVD and popularity on ``data``.
+
+    With an active ``svd_process``, SVD is fitted in that child process while ALS and the rest
+    are fitted here (same models as in-process fits with the same seed).
+    """
     timings = {}
     started = time.perf_counter()
+    background = svd_process is not None and svd_process.active
+    if background:
+        svd_process.submit(data.matrix, data.user_ids, data.item_ids, **params.kwargs("svd"))
+    sklearn = _prefetch("sklearn.feature_extraction.text")
     als = train_als(data.matrix, **params.kwargs("als"))
     timings["train_als"] = time.perf_counter() - started
     started = time.perf_counter()
+    sklearn.join()
     counts, _ = item_stats(data.matrix)
     content = train_content(item_genres(data, movies), counts)
     popular = popular_scores(data, params)
     timings["train_content"] = time.perf_counter() - started
     started = time.perf_counter()
-    svd, _ = train_svd(data.matrix, data.user_ids, data.item_ids, **params.kwargs("svd"))
-    timings["train_svd"] = time.perf_counter() - started
+    if background:
+        svd = svd_process.result()
+        timings["train_svd"] = svd_process.fit_seconds  # in the child, side by side with the above
+        timings["train_svd_wait"] = time.perf_counter() - started
+    else:
+        svd, _ = train_svd(data.matrix, data.user_ids, data.item_ids, **params.kwargs("svd"))
+        timings["train_svd"] = time.perf_counter() - started
     return Models(als, content, svd, counts, popular, timings)
 
 

@@ -24,6 +24,7 @@ from batch.download import ML_1M, Release
 from batch.job import load_stage, run_meta
 from batch.lifecycle import PublishReport, commit
 from batch.lists import encode_lists, encode_one, item_heads
+from batch.models.svd_process import SVDProcess
 from batch.params import Params
 from batch.store import RunStore, StoreError
 from lookup_api.contract.keys import new_run_id
@@ -50,9 +51,9 @@ def shard_users(n_users: int, index: int, total: int) -> np.ndarray:
 def train_job(data_dir: Path | str, params: Params, out: Path | str, store: RunStore, *,
               release: Release = ML_1M, url: str | None = None, lock_ttl: float = 900.0) -> dict:
     """Take the lease, load and train once, write artifacts for the shards; return the manifest."""
-    with store.lock(lock_ttl, keep=True) as token:
+    with store.lock(lock_ttl, keep=True) as token, SVDProcess() as svd_process:
         loaded = load_stage(data_dir, release, url)
-        models = pipeline.train(loaded.data, loaded.movies, params)
+        models = pipeline.train(loaded.data, loaded.movies, params, svd_process)
         timings = {"load": loaded.seconds, **models.timings}
         manifest = {"run_id": new_run_id(), "lock_token": token, "lock_ttl": lock_ttl,
                     "params": params.to_dict(), "meta": run_meta(loaded, params, timings)}

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from lookup_api.contract.connection import connect, redact_url
 from lookup_api.contract.keys import DEFAULT_PREFIX, Keys
+from lookup_api.metrics import init_metrics
 from lookup_api.service import Lookup
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def create_app(config: dict | None = None) -> Flask:
     from lookup_api.views import bp
 
     app.register_blueprint(bp)
+    init_metrics(app)  # /metrics, request metrics, /readyz's optional maximum run age
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

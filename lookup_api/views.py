@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from lookup_api.service import Lookup, NoLiveRun, Result, StoreUnavailable
 
@@ -43,6 +43,7 @@ def _parse_n(max_n: int) -> int:
 
 
 def _respond(result: Result) -> Response:
+    g.source = "stale" if result.stale else result.source  # the requests metric's `source` label
     head = {"user_id": result.user_id, "source": result.source, "run_id": result.run_id,
             "generated_at": result.generated_at}
     if result.user_id is None:

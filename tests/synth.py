@@ -71,20 +71,29 @@ def random_dataset(n_users: int = 300, n_items: int = 120, per_user: int = 25, s
     return ratings, movies
 
 
-def ml1m_like(user_scale: float = 1.0, item_scale: float = 1.0, seed: int = 0):
+def ml1m_like(user_scale: float = 1.0, item_scale: float = 1.0, seed: int = 0, *, half_stars: bool = False,
+              user_counts: tuple[float, float, int] = (140, 0.95, 24), item_sigma: float | None = None):
     """Generate ML-1M-shaped data: (Ratings, Movies) with 6,040 x ``user_scale`` users.
 
     Matches ML-1M's shape: per-user rating counts log-normal with a floor of 20 (median ~96,
     mean ~165), item popularity Zipf-like over 3,706 x ``item_scale`` movies, star ratings
     from user/item biases plus a low-rank taste term (so models have signal), 18 genres.
-    Fully vectorised; 16x users (~16M ratings) takes seconds.
+    Fully vectorised; 16x users (~16M ratings) takes seconds.  ``user_counts`` is the
+    (median, log-sigma, floor) of ratings per user; ``item_sigma`` replaces the Zipf popularity
+    curve by a log-normal one of that sigma (a long tail of rarely rated movies); ``half_stars``
+    rounds ratings to 0.5..5 in half stars, like ML-10M and later.
     """
     from batch.movielens import Movies, Ratings
 
     rng = np.random.default_rng(seed)
     n_users, n_items = int(6040 * user_scale), int(3706 * item_scale)
-    counts = np.clip(np.exp(rng.normal(np.log(140), 0.95, n_users)), 24, 0.6 * n_items).astype(np.int64)
-    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.75
+    median, sigma, floor = user_counts
+    counts = np.exp(rng.normal(np.log(median), sigma, n_users))
+    counts = np.clip(counts, floor, 0.6 * n_items).astype(np.int64)
+    if item_sigma is None:
+        popularity = 1.0 / np.arange(1, n_items + 1) ** 0.75
+    else:
+        popularity = np.exp(rng.normal(0.0, item_sigma, n_items))
     popularity = rng.permutation(popularity / popularity.sum())
     users = np.repeat(np.arange(n_users), counts)
     items = rng.choice(n_items, size=len(users), p=popularity)
@@ -93,7 +102,8 @@ def ml1m_like(user_scale: float = 1.0, item_scale: float = 1.0, seed: int = 0):
     taste_u, taste_i = rng.normal(size=(n_users, 4)), rng.normal(size=(n_items, 4))
     raw = (3.58 + rng.normal(0, 0.4, n_users)[users] + rng.normal(0, 0.5, n_items)[items]
            + 0.35 * np.einsum("nf,nf->n", taste_u[users], taste_i[items]) + rng.normal(0, 0.7, len(users)))
-    stars = np.clip(np.rint(raw), 1, 5).astype(np.float32)
+    stars = (np.clip(np.rint(raw * 2) / 2, 0.5, 5) if half_stars else np.clip(np.rint(raw), 1, 5))
+    stars = stars.astype(np.float32)
     genre_names = [f"Genre{g}" for g in range(18)]
     genre_sets = [[genre_names[g] for g in sorted(set(rng.choice(18, size=rng.integers(1, 4))))]
                   for _ in range(n_items)]
@@ -101,6 +111,37 @@ def ml1m_like(user_scale: float = 1.0, item_scale: float = 1.0, seed: int = 0):
     movies = Movies(np.arange(1, n_items + 1, dtype=np.int64), titles, genre_sets)
     stamps = 956703932 + rng.integers(0, 10**8, len(users))
     return Ratings(users + 1, items + 1, stars, stamps), movies
+
+
+ML25M_SHAPE = {"users": 162_541, "movies": 59_047, "ratings": 25_000_095}
+
+
+def ml25m_like(seed: int = 0):
+    """Generate ML-25M-shaped data: ~162k users, ~59k rated movies, ~25M half-star ratings.
+
+    The same generator as :func:`ml1m_like`, scaled to ML-25M's users and movies, with ML-25M's
+    per-user counts (median ~71, mean ~154, at least 20) and a log-normal popularity curve, so
+    that, as in ML-25M, most movies are rarely rated: a long tail of movies with a handful of
+    ratings behind a head of blockbusters rated by a large share of users.
+    """
+    users_x = ML25M_SHAPE["users"] / 6040
+    items_x = ML25M_SHAPE["movies"] / 3706
+    return ml1m_like(users_x, items_x, seed=seed, half_stars=True, user_counts=(90, 1.24, 20),
+                     item_sigma=2.4)
+
+
+def write_csv_dataset(directory: Path, ratings, movies) -> Path:
+    """Write ``ratings.csv`` and ``movies.csv`` in the ML-20M/25M format into ``directory``."""
+    import pandas as pd
+
+    directory.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"movieId": movies.movie_ids, "title": movies.titles,
+                  "genres": ["|".join(g) for g in movies.genres]}).to_csv(directory / "movies.csv",
+                                                                          index=False)
+    pd.DataFrame({"userId": ratings.user_ids, "movieId": ratings.movie_ids, "rating": ratings.ratings,
+                  "timestamp": ratings.timestamps}).to_csv(directory / "ratings.csv", index=False,
+                                                            float_format="%.1f", chunksize=1_000_000)
+    return directory
 
 
 def timed_dataset(n_users: int = 200, n_items: int = 100, seed: int = 3, start: int = 978300000):

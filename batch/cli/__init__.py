@@ -17,7 +17,7 @@ from batch.cli.common import Group, group_options, make_context, shared_options
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @group_options
 @click.pass_context
-def cli(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet):
+def cli(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet, log_format):
     """Train the MovieLens recommender and publish every user's top-N to Redis.
 
     The shared options below may also follow the command (`recsys-batch run --data-dir DIR`).
@@ -28,7 +28,7 @@ def cli(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet):
       recsys-batch run --data-dir /path/to/ml-1m
       REDIS_URL=redis://127.0.0.1:6379/0 recsys-batch status
     """
-    ctx.obj = make_context(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet)
+    ctx.obj = make_context(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet, log_format)
 
 
 for command in (ops.run, ops.download_cmd, ops.status, ops.show, ops.rollback, evaluate.evaluate,

@@ -56,6 +56,9 @@ SHARED = (
                                "latest-small). [env: RECSYS_DATASET]")),
     (("-v", "--verbose"), dict(count=True, show_default=False, help="More logging (-vv for debug).")),
     (("-q", "--quiet"), dict(is_flag=True, help="Only warnings and errors.")),
+    (("--log-format",), dict(envvar="RECSYS_LOG_FORMAT", type=click.Choice(["text", "json"]), default="text",
+                             help="json: one JSON object per line (run_id, stage, seconds). "
+                                  "[env: RECSYS_LOG_FORMAT]")),
 )
 
 
@@ -67,7 +70,7 @@ class Context:
         self.redis_url, self.prefix, self.data_dir = redis_url or None, prefix, Path(data_dir)
         self.release = RELEASES[dataset]
         self.data_dir_given = data_dir_given  # typed on the command line: no implicit download
-        self.verbose, self.quiet = 0, False
+        self.verbose, self.quiet, self.log_format = 0, False, "text"
         self._store = None
 
     def override(self, name: str, value) -> None:
@@ -80,7 +83,7 @@ class Context:
             setattr(self, name, value)
         if name == "data_dir":
             self.data_dir_given = True
-        if name in ("verbose", "quiet"):
+        if name in ("verbose", "quiet", "log_format"):
             self.setup_logging()
 
     def setup_logging(self) -> None:
@@ -88,6 +91,10 @@ class Context:
         level = logging.WARNING if self.quiet else logging.DEBUG if self.verbose > 1 else logging.INFO
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
         logging.getLogger().setLevel(level)
+        if self.log_format == "json":
+            from batch import telemetry
+
+            telemetry.use_json_logs()
 
     def store(self, *, create: bool = True):
         """Return the RunStore on the configured Redis (connected and pinged on first use).
@@ -169,11 +176,12 @@ def shared_options(func):
     return func
 
 
-def make_context(ctx: click.Context, redis_url, prefix, data_dir, dataset, verbose, quiet) -> Context:
+def make_context(ctx: click.Context, redis_url, prefix, data_dir, dataset, verbose, quiet,
+                 log_format: str = "text") -> Context:
     """Build the group's Context from its options (``--data-dir`` typed by hand or not)."""
     given = ctx.get_parameter_source("data_dir") in (ParameterSource.COMMANDLINE, ParameterSource.PROMPT)
     obj = Context(redis_url, prefix, data_dir, dataset, data_dir_given=given)
-    obj.verbose, obj.quiet = verbose, quiet
+    obj.verbose, obj.quiet, obj.log_format = verbose, quiet, log_format
     obj.setup_logging()
     return obj
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from batch import telemetry
 from batch.cli.common import Context, fail_cleanly, redis_errors
 from batch.cli.options import param_options
 from batch.params import TUNED_PATH, load_params
@@ -39,8 +40,12 @@ def describe(client) -> str:
                    "directory is always downloaded into). [env: RECSYS_DOWNLOAD]")
 @click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
               help="Mirror of the release's zip (checksums are still verified). [env: RECSYS_DATASET_URL]")
+@click.option("--pushgateway", envvar="RECSYS_PUSHGATEWAY", default=None,
+              help="Prometheus Pushgateway (host:port or URL) to push the run's metrics to, success or "
+                   "failure; a failed push only warns. [env: RECSYS_PUSHGATEWAY]")
 @click.pass_obj
 @fail_cleanly
+@telemetry.reported
 def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_url, **overrides):
     """Train on all ratings, rank candidates for every user, publish atomically.
 
@@ -59,7 +64,7 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_ur
         result = run_job(obj.data_dir, params, None, url=dataset_url, release=obj.release)
         click.echo(f"dry run: {result.users} users, {result.items} movies, {result.ratings} ratings "
                    f"computed in {result.timings.get('total', 0):.1f}s; nothing written to Redis")
-        return
+        return result
     store = obj.store()
     with redis_errors(obj.redis_url), store.lock(ttl=lock_ttl) as token:
         result = run_job(obj.data_dir, params, store, keep=keep, url=dataset_url,
@@ -73,6 +78,7 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_ur
     if obj.redis_url is None:
         click.echo("the embedded redis-server keeps running for the API and later commands; "
                    "stop it with `recsys-batch embedded stop`")
+    return result
 
 
 def record_timings(store, run_id: str, timings: dict[str, float]) -> None:
@@ -140,14 +146,15 @@ def status(obj: Context, as_json):
             live = store.current()
             history = store.runs()
             meta = store.meta(live) if live else {}
+    age = telemetry.age_seconds(meta)
     if as_json:
-        click.echo(json.dumps({"current": live, "meta": meta,
+        click.echo(json.dumps({"current": live, "age_seconds": age, "meta": meta,
                                "runs": [{"run_id": r, "created_ts": s} for r, s in history]}, indent=2))
         return
     if live is None:
         click.echo("no live run: nothing has been published yet (run `recsys-batch run`)")
         return
-    click.echo(f"live run: {live}")
+    click.echo(f"live run: {live}" + (f" (age {telemetry.format_age(age)})" if age is not None else ""))
     for key in sorted(meta):
         click.echo(f"  {key}: {format_timings(meta[key]) if key == 'timings' else meta[key]}")
     click.echo("history (newest first):")

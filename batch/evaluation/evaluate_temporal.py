@@ -95,8 +95,8 @@ def evaluate_temporal(ratings: Ratings, movies: Movies, params: Params, *, origi
         add(key, name, "warm", make(), begun)
 
     # What the API serves a user without a list: the published popular list, as is.
-    published, _ = pipeline.popular(ours, params.top_n)
-    seed_list, _ = pipeline.popular(theirs, original.top_n)
+    published = pipeline.popular(ours, params.top_n)[0]
+    seed_list = pipeline.popular(theirs, original.top_n)[0]
     add("fallback@cold", f"published fallback ({describe(params)})", "cold",
         served_lists(published, len(cold), k), time.perf_counter())
     add("popularity@cold", f"original fallback ({describe(original)})", "cold",

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.preprocessing import normalize
 
 from batch.models.topn import chunked_top_n
 
@@ -41,6 +39,8 @@ class ContentModel:
         cosine similarity to the user's liked items.  Users with no liked item get -1 rows.
         Work is chunked over users, so memory is O(chunk x n_items).
         """
+        from sklearn.preprocessing import normalize
+
         def score(batch: np.ndarray) -> np.ndarray:
             rows = liked[batch]
             profile = normalize(rows, norm="l1") @ self.vectors  # mean liked genre vector
@@ -54,6 +54,8 @@ class ContentModel:
 
 def train_content(genres: list[list[str]], popularity: np.ndarray) -> ContentModel:
     """Fit TF-IDF on each item's genre list; ``popularity`` (n_items,) is its rating count."""
+    from sklearn.feature_extraction.text import TfidfVectorizer  # 2 s to import: only when fitting
+
     docs = ["|".join(g) for g in genres]
     vectorizer = TfidfVectorizer(
         tokenizer=lambda doc: [t for t in doc.split("|") if t],

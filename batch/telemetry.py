@@ -1,0 +1,151 @@
+"""Run telemetry for the batch: figures in the run meta, a Pushgateway push, JSON log lines.
+
+Pushed to the Pushgateway (job ``recsys-batch``, grouped by job and key ``prefix``):
+
+- ``recsys_batch_success``: 1 after a published run, 0 after a failed one;
+- ``recsys_batch_last_success_timestamp_seconds`` / ``recsys_batch_last_failure_timestamp_seconds``;
+- ``recsys_batch_stage_duration_seconds{stage}``: load, als, svd, ..., publish, total;
+- ``recsys_batch_users``, ``recsys_batch_items``, ``recsys_batch_ratings``,
+  ``recsys_batch_empty_lists``, ``recsys_batch_popular_items``: the run's counts;
+- ``recsys_batch_run_info{run_id}`` (success) / ``recsys_batch_failure_info{error}`` (failure).
+
+A success replaces the group; a failure adds its metrics to it (the last success time stays).  A
+push that fails logs a warning and never fails the run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from datetime import UTC, datetime
+
+log = logging.getLogger(__name__)
+
+JOB = "recsys-batch"
+PUSH_TIMEOUT = 10.0  # seconds
+
+
+def meta_fields(empty_lists: int, popular_items: int) -> dict[str, str]:
+    """Return the telemetry fields a published run records in its meta hash."""
+    return {"empty_lists": str(empty_lists), "popular_items": str(popular_items),
+            "success": "1", "last_success_ts": f"{time.time():.3f}"}
+
+
+def age_seconds(meta: dict[str, str], now: float | None = None) -> float | None:
+    """Return how old the run described by ``meta`` is (None without ``created_ts``)."""
+    created = meta.get("created_ts")
+    return None if created is None else max((now or time.time()) - float(created), 0.0)
+
+
+def format_age(seconds: float) -> str:
+    """Return ``seconds`` as ``2d 3h``, ``3h 12m``, ``4m 10s`` or ``9s``."""
+    s = int(seconds)
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if s >= size:
+            return f"{s // size}{unit} {s % size // sub_size}{sub}"
+    return f"{s}s"
+
+
+def success_registry(result, finished: float):
+    """Return a registry holding a published run's metrics (``result``: a JobResult)."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    registry = CollectorRegistry()
+
+    def gauge(name: str, doc: str, value: float, **labels: str) -> None:
+        metric = Gauge(name, doc, list(labels), registry=registry)
+        (metric.labels(**labels) if labels else metric).set(value)
+
+    gauge("recsys_batch_success", "1 if the last batch run published, 0 if it failed.", 1)
+    gauge("recsys_batch_last_success_timestamp_seconds", "When the last batch run published.", finished)
+    stages = Gauge("recsys_batch_stage_duration_seconds", "Seconds per stage of the last published run.",
+                   ["stage"], registry=registry)
+    for stage, seconds in result.timings.items():
+        stages.labels(stage).set(seconds)
+    gauge("recsys_batch_users", "Users ranked (and published) by the last run.", result.users)
+    gauge("recsys_batch_items", "Movies in the last published run's data.", result.items)
+    gauge("recsys_batch_ratings", "Ratings the last published run trained on.", result.ratings)
+    gauge("recsys_batch_empty_lists", "Users whose list came out empty.", result.empty_lists)
+    gauge("recsys_batch_popular_items", "Length of the published popular (fallback) list.",
+          result.popular_items)
+    gauge("recsys_batch_run_info", "The last published run.", 1, run_id=result.run_id)
+    return registry
+
+
+def failure_registry(error: BaseException, failed: float):
+    """Return a registry holding a failed run's metrics."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    registry = CollectorRegistry()
+    Gauge("recsys_batch_success", "1 if the last batch run published, 0 if it failed.",
+          registry=registry).set(0)
+    Gauge("recsys_batch_last_failure_timestamp_seconds", "When a batch run last failed.",
+          registry=registry).set(failed)
+    Gauge("recsys_batch_failure_info", "The last failure's exception type.", ["error"],
+          registry=registry).labels(type(error).__name__).set(1)
+    return registry
+
+
+def push(gateway: str, registry, prefix: str, replace: bool) -> bool:
+    """Push ``registry`` to the Pushgateway (replace the group, or add to it); warn on failure."""
+    from prometheus_client import push_to_gateway, pushadd_to_gateway
+
+    send = push_to_gateway if replace else pushadd_to_gateway
+    try:
+        send(gateway, job=JOB, registry=registry, grouping_key={"prefix": prefix}, timeout=PUSH_TIMEOUT)
+    except Exception as exc:  # monitoring must never fail the run
+        log.warning("could not push metrics to the Pushgateway %s: %s", gateway, exc)
+        return False
+    log.info("pushed run metrics to %s (job %s, prefix %s)", gateway, JOB, prefix)
+    return True
+
+
+def log_stages(result) -> None:
+    """Log one line per stage with the run id, stage and seconds (fields of the JSON log format)."""
+    for stage, seconds in result.timings.items():
+        log.info("run %s stage %s: %.3fs", result.run_id, stage, seconds,
+                 extra={"run_id": result.run_id, "stage": stage, "seconds": round(seconds, 3)})
+
+
+def reported(func):
+    """Wrap ``run``: log its stages, push its metrics to ``pushgateway`` (if given), success or not."""
+
+    @functools.wraps(func)
+    def wrapper(obj, *args, pushgateway: str | None = None, **kwargs):
+        try:
+            result = func(obj, *args, **kwargs)
+        except Exception as exc:
+            log.error("batch run failed: %s: %s", type(exc).__name__, exc,
+                      extra={"stage": "failed", "error": type(exc).__name__})
+            if pushgateway:
+                push(pushgateway, failure_registry(exc, time.time()), obj.prefix, replace=False)
+            raise
+        log_stages(result)
+        if pushgateway and not kwargs.get("dry_run"):
+            push(pushgateway, success_registry(result, time.time()), obj.prefix, replace=True)
+        return result
+
+    return wrapper
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and run_id/stage/seconds when set."""
+
+    FIELDS = ("run_id", "stage", "seconds", "error")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as one line of JSON."""
+        doc = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+               "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        doc.update({k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)})
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def use_json_logs() -> None:
+    """Make every root handler write JSON lines."""
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(JsonFormatter())

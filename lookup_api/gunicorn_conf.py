@@ -1,0 +1,82 @@
+"""gunicorn settings for the lookup API: metrics summed over workers, a JSON access log.
+
+    gunicorn -c python:lookup_api.gunicorn_conf -w 2 -b 127.0.0.1:8000 'lookup_api:create_app()'
+
+- ``PROMETHEUS_MULTIPROC_DIR``: where every worker writes its metric files; default
+  ``$TMPDIR/recsys-metrics-<master pid>`` (removed on exit).  Its ``*.db`` files are deleted when
+  gunicorn starts, and a dead worker's live gauges are dropped (``child_exit``).
+- Access log: one JSON object per line on stdout (``RECSYS_ACCESS_LOG``: a file path, ``-`` for
+  stdout, the default, or empty for none): ``time``, ``remote``, ``method``, ``path``, ``query``,
+  ``status``, ``bytes``, ``duration_ms``, ``user_agent``, ``pid``.
+Command-line flags still override these (``--access-logfile``; ``--access-logformat`` brings back
+gunicorn's own format).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gunicorn.config import AccessLogFormat
+from gunicorn.glogging import Logger
+
+_DEFAULT_DIR = os.path.join(tempfile.gettempdir(), f"recsys-metrics-{os.getpid()}")
+# set before any worker imports prometheus_client: its storage mode is chosen at import time
+multiproc_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _DEFAULT_DIR)
+
+accesslog = os.environ.get("RECSYS_ACCESS_LOG", "-") or None
+
+
+class JsonAccessLogger(Logger):
+    """gunicorn's logger with one JSON object per access-log line (unless --access-logformat is given)."""
+
+    def access(self, resp, req, environ, request_time) -> None:
+        """Log one request as JSON (an explicit ``--access-logformat`` is honoured instead)."""
+        if self.cfg.access_log_format != AccessLogFormat.default:
+            return super().access(resp, req, environ, request_time)
+        if not (self.cfg.accesslog or self.cfg.logconfig_dict):
+            return None
+        status = resp.status
+        status = int(status.split(None, 1)[0]) if isinstance(status, str) else status
+        record = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "remote": environ.get("REMOTE_ADDR"),
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "query": environ.get("QUERY_STRING"),
+            "status": status,
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": round(request_time.total_seconds() * 1000, 3),
+            "user_agent": environ.get("HTTP_USER_AGENT"),
+            "pid": os.getpid(),
+        }
+        self.access_log.info("%s", json.dumps(record, separators=(",", ":")))
+        return None
+
+
+logger_class = JsonAccessLogger
+
+
+def on_starting(server) -> None:
+    """Create the metrics directory and delete the files a previous gunicorn left there."""
+    path = Path(multiproc_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):  # only prometheus_client's own files, whatever the directory
+        stale.unlink()
+
+
+def child_exit(server, worker) -> None:
+    """Drop a dead worker's live gauges (its counters stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, multiproc_dir)
+
+
+def on_exit(server) -> None:
+    """Remove the default metrics directory (one set by the user is left in place)."""
+    if multiproc_dir == _DEFAULT_DIR:
+        shutil.rmtree(multiproc_dir, ignore_errors=True)

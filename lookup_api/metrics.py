@@ -1,0 +1,200 @@
+"""Prometheus metrics for the lookup API (``GET /metrics``) and the live run's freshness.
+
+``init_metrics(app)`` adds, with two request hooks and no Redis call on the lookup path:
+
+- ``recsys_api_requests_total{route, status, source}``: requests; ``route`` is the URL rule
+  (``/recommendations/<user_id>``; ``<unmatched>`` for 404/405), ``source`` is ``personalized``,
+  ``popular`` or ``stale`` for lookups and empty for the other routes;
+- ``recsys_api_request_duration_seconds{route}``: a latency histogram (Flask handling time);
+- ``recsys_api_redis_errors_total{kind}``: failed Redis calls, ``kind`` = ``timeout``,
+  ``connection`` or ``error``;
+- at scrape time, read from Redis: ``recsys_live_run_info{run_id}``, ``recsys_live_run_age_seconds``
+  and, when ``RECSYS_MAX_RUN_AGE`` is set, ``recsys_live_run_max_age_seconds``.
+
+Under gunicorn the counters are shared by every worker through prometheus_client's multiprocess
+mode: ``lookup_api/gunicorn_conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` and cleans it at start.
+Without that variable (one process) they live in the app's own registry.
+
+With ``RECSYS_MAX_RUN_AGE`` (seconds, 0 = off, the default) ``/readyz`` also answers 503 while the
+live run is older than that.  ``RECSYS_METRICS=false`` turns all of this off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import redis
+from flask import Flask, Response, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+
+from lookup_api.contract.keys import Keys
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "METRICS": True,  # RECSYS_METRICS=false: no /metrics, no request hooks
+    "MAX_RUN_AGE": 0,  # seconds; > 0: /readyz is 503 while the live run is older
+}
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+UNMATCHED = "<unmatched>"
+
+
+def error_kind(exc: BaseException) -> str:
+    """Return the ``kind`` label of a failed Redis call: timeout, connection or error."""
+    if isinstance(exc, redis.TimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, redis.ConnectionError | ConnectionError | OSError):
+        return "connection"
+    return "error"
+
+
+def instrument_client(client: redis.Redis, errors: Counter) -> None:
+    """Count every failed command and pipeline of ``client`` in ``errors`` (the call still raises)."""
+    failures = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
+
+    def counted(call):
+        def wrapper(*args, **kwargs):
+            try:
+                return call(*args, **kwargs)
+            except failures as exc:
+                errors.labels(error_kind(exc)).inc()
+                raise
+
+        return wrapper
+
+    make_pipeline = client.pipeline
+
+    def pipeline(*args, **kwargs):
+        pipe = make_pipeline(*args, **kwargs)
+        pipe.execute = counted(pipe.execute)
+        return pipe
+
+    client.execute_command = counted(client.execute_command)  # every command goes through it
+    client.pipeline = pipeline
+
+
+def live_run(client: redis.Redis, keys: Keys) -> tuple[str, float | None] | None:
+    """Return ``(live run id, created unix time)`` from Redis, or None before the first run."""
+    run_id = client.get(keys.current)
+    if run_id is None:
+        return None
+    run_id = run_id.decode() if isinstance(run_id, bytes) else run_id
+    created = client.hget(keys.meta(run_id), "created_ts")
+    return run_id, float(created) if created is not None else None
+
+
+class LiveRunCollector:
+    """Read the live run from Redis at scrape time: its id, its age and the configured maximum."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, max_age: float):
+        self.client, self.keys, self.max_age = client, keys, max_age
+
+    def describe(self):
+        """Declare nothing up front (no Redis call when registering)."""
+        return []
+
+    def collect(self):
+        """Yield the live-run metrics (none when Redis fails or nothing is published)."""
+        if self.max_age > 0:
+            yield GaugeMetricFamily("recsys_live_run_max_age_seconds",
+                                    "Configured maximum age of the live run (RECSYS_MAX_RUN_AGE).",
+                                    value=self.max_age)
+        try:
+            live = live_run(self.client, self.keys)
+        except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+            log.warning("metrics: cannot read the live run (%s)", type(exc).__name__)
+            return
+        if live is None:
+            return
+        run_id, created = live
+        yield InfoMetricFamily("recsys_live_run", "The run the API serves (recsys:current).",
+                               value={"run_id": run_id})
+        if created is not None:
+            yield GaugeMetricFamily("recsys_live_run_age_seconds",
+                                    "Seconds since the live run was created.",
+                                    value=max(time.time() - created, 0.0))
+
+
+def _registries() -> tuple[CollectorRegistry, CollectorRegistry]:
+    """Return (registry the metrics are created in, registry /metrics exposes)."""
+    own = CollectorRegistry(auto_describe=True)
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return own, own
+    from prometheus_client import multiprocess
+
+    os.makedirs(directory, exist_ok=True)  # gunicorn --check-config loads the app before on_starting
+
+    scrape = CollectorRegistry()
+    multiprocess.MultiProcessCollector(scrape)  # sums the files every worker writes
+    return own, scrape
+
+
+def init_metrics(app: Flask) -> None:
+    """Add ``/metrics``, the request hooks and the ``/readyz`` freshness check to ``app``."""
+    for key, value in DEFAULTS.items():
+        app.config.setdefault(key, value)
+    if not app.config["METRICS"]:
+        return
+    own, scrape = _registries()
+    requests = Counter("recsys_api_requests", "HTTP requests by route, status and answer source.",
+                       ["route", "status", "source"], registry=own)
+    latency = Histogram("recsys_api_request_duration_seconds", "Time to handle a request (Flask).",
+                        ["route"], buckets=BUCKETS, registry=own)
+    errors = Counter("recsys_api_redis_errors", "Failed Redis calls by kind (timeout, connection, error).",
+                     ["kind"], registry=own)
+    # exported at 0 from the start, so increase()/rate() see the first error (a series born at 1 shows none)
+    for kind in ("timeout", "connection", "error"):
+        errors.labels(kind)
+    for rule in app.url_map.iter_rules():
+        for status in ("500", "503"):
+            requests.labels(rule.rule, status, "")
+    lookup = app.extensions["lookup"]
+    instrument_client(lookup.client, errors)
+    max_age = float(app.config["MAX_RUN_AGE"] or 0)
+    scrape.register(LiveRunCollector(lookup.client, lookup.keys, max_age))
+    children: dict[tuple, tuple] = {}  # (route, status, source) -> (counter child, histogram child)
+
+    @app.before_request
+    def _start() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        started = g.pop("metrics_started", None)
+        if max_age > 0 and request.endpoint == "lookup.readyz" and response.status_code == 200:
+            response = _not_too_old(lookup, max_age) or response
+        rule = request.url_rule
+        key = (UNMATCHED if rule is None else rule.rule, response.status_code, g.get("source", ""))
+        pair = children.get(key)
+        if pair is None:
+            pair = children[key] = (requests.labels(key[0], str(key[1]), key[2]), latency.labels(key[0]))
+        pair[0].inc()
+        if started is not None:
+            pair[1].observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Serve the Prometheus text format (every worker's counters, summed)."""
+        return Response(generate_latest(scrape), content_type=CONTENT_TYPE_LATEST)
+
+
+def _not_too_old(lookup, max_age: float) -> Response | None:
+    """Return a 503 readiness answer when the live run is older than ``max_age``, else None."""
+    try:
+        live = live_run(lookup.client, lookup.keys)
+    except (redis.RedisError, redis.exceptions.RedisClusterException, OSError):
+        return None  # /readyz itself just saw Redis answer; do not flap on one failed read
+    if live is None or live[1] is None:
+        return None
+    age = time.time() - live[1]
+    if age <= max_age:
+        return None
+    reason = f"live run {live[0]} is {age:.0f}s old (RECSYS_MAX_RUN_AGE={max_age:.0f})"
+    response = jsonify(status="not ready", reason=reason)
+    response.status_code = 503
+    return response

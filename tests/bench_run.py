@@ -1,0 +1,143 @@
+"""End-to-end cost of ``recsys-batch run``: wall, CPU, peak RSS of the whole process tree, Redis memory.
+
+    uv run python -m tests.bench_run --ml1m /path/to/ml-1m --runs 5      # real ML-1M, median of 5
+    uv run python -m tests.bench_run --ml25m --out docs/scale            # ML-25M-shaped synthetic
+
+Each run is the real CLI in a fresh process against a private redis-server on a loopback port
+(nothing else in it, so its ``used_memory`` growth is what one published run costs).  Peak RSS is
+the largest *sum* over the batch process and its children (the SVD child), sampled every 50 ms,
+which is what a pod's memory limit sees.  Stage timings are read back from the run's metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from tests.conftest import RedisProcess
+
+
+def _tree_rss_kib(root: int) -> int:
+    """Sum VmRSS over ``root`` and all its descendants (KiB)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def run_once(cmd: list[str], env: dict) -> dict:
+    """Run ``cmd``; return wall seconds, CPU seconds of the tree, peak tree RSS (MiB), stderr."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], _tree_rss_kib(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_mib": round(peak[0] / 1024, 1),
+            "stdout": out.strip()}
+
+
+def bench(data_dir: Path, dataset: str, runs: int, workdir: Path) -> dict:
+    """Run ``recsys-batch run`` ``runs`` times on ``data_dir``; return per-run and median figures."""
+    server = RedisProcess(workdir)
+    server.start()
+    try:
+        client = server.client()
+        env = {**os.environ, "REDIS_URL": server.url}
+        exe = shutil.which("recsys-batch") or sys.executable
+        base = [exe] if exe.endswith("recsys-batch") else [exe, "-c", "from batch.cli import main; main()"]
+        cmd = [*base, "-q", "--data-dir", str(data_dir), "--dataset", dataset, "run", "--keep", "1"]
+        results = []
+        for _ in range(runs):
+            used_before = client.info("memory")["used_memory"]
+            result = run_once(cmd, env)
+            run_id = client.get("recsys:current").decode()
+            meta = client.hgetall(f"recsys:run:{run_id}:meta")
+            result["stages"] = json.loads(meta[b"timings"])
+            result["users"] = int(meta[b"n_users"])
+            result["items"] = int(meta[b"n_items"])
+            result["ratings"] = int(meta[b"n_ratings"])
+            keys = sum(1 for _ in client.scan_iter(match=f"recsys:run:{run_id}:*", count=10_000))
+            result["redis_keys"] = keys
+            if not results:  # only the first run starts from an empty server
+                grown = client.info("memory")["used_memory"] - used_before
+                result["redis_run_mib"] = round(grown / 2**20, 1)
+            results.append(result)
+            print(json.dumps({k: v for k, v in result.items() if k != "stdout"}), flush=True)
+    finally:
+        server.stop()
+    summary = {k: statistics.median(r[k] for r in results) for k in ("wall_s", "cpu_s", "peak_mib")}
+    summary.update({f"{k}_min": min(r[k] for r in results) for k in ("wall_s", "cpu_s", "peak_mib")})
+    summary.update({f"{k}_max": max(r[k] for r in results) for k in ("wall_s", "cpu_s", "peak_mib")})
+    return {"dataset": dataset, "runs": results, "median": summary}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ml1m", type=Path, help="Directory with the real ML-1M files.")
+    parser.add_argument("--ml25m", action="store_true", help="Generate ML-25M-shaped data and run on it.")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--out", type=Path, help="Write the result as JSON here (a directory).")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="recsys-bench-") as tmp:
+        tmp = Path(tmp)
+        if args.ml25m:
+            from tests.synth import ml25m_like, write_csv_dataset
+
+            started = time.perf_counter()
+            ratings, movies = ml25m_like()
+            write_csv_dataset(tmp / "data", ratings, movies)
+            del ratings, movies
+            print(f"generated ML-25M-shaped data in {time.perf_counter() - started:.0f}s", flush=True)
+            result = bench(tmp / "data", "ml-25m", args.runs, tmp)
+            name = "ml25m.json"
+        else:
+            result = bench(args.ml1m, "ml-1m", args.runs, tmp)
+            name = "ml1m_run.json"
+    print(json.dumps(result["median"], indent=1))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / name).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

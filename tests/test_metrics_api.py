@@ -1,0 +1,184 @@
+"""API metrics: /metrics in-process, and a real Prometheus scraping gunicorn with 2 workers."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from batch.store import RunStore
+from lookup_api import create_app
+from lookup_api.contract.keys import Keys
+from tests.loadtest import gunicorn
+from tests.prom_helpers import get_json, prometheus
+
+LOOKUP = "/recommendations/<user_id>"
+README_CONF = ("-c", "python:lookup_api.gunicorn_conf")  # the README's gunicorn command
+
+
+def samples(text: str) -> dict[tuple, float]:
+    """Parse Prometheus text into {(sample name, sorted labels): value}."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def scrape(http) -> dict[tuple, float]:
+    resp = http.get("/metrics")
+    assert resp.status_code == 200 and resp.mimetype == "text/plain"
+    return samples(resp.get_data(as_text=True))
+
+
+def requests(metrics: dict, route: str, status: str, source: str = "") -> float:
+    key = ("recsys_api_requests_total", (("route", route), ("source", source), ("status", status)))
+    return metrics.get(key, 0.0)
+
+
+@pytest.fixture
+def make_app(redis_url, prefix):
+    def make(**config):
+        return create_app({"REDIS_URL": redis_url, "PREFIX": prefix, "TESTING": True, **config})
+
+    return make
+
+
+def test_requests_are_counted_by_route_status_and_source(make_app, publish_small):
+    run_id = publish_small()
+    http = make_app().test_client()
+    for uid in (1, 2, 3):
+        assert http.get(f"/recommendations/{uid}").get_json()["source"] == "personalized"
+    for uid in (900_001, 900_002):
+        assert http.get(f"/recommendations/{uid}").get_json()["source"] == "popular"
+    assert http.get("/recommendations/abc").status_code == 400
+    assert http.get("/no/such/route").status_code == 404
+    assert http.get("/popular?n=3").status_code == 200
+    m = scrape(http)
+    assert requests(m, LOOKUP, "200", "personalized") == 3
+    assert requests(m, LOOKUP, "200", "popular") == 2
+    assert requests(m, LOOKUP, "400") == 1
+    assert requests(m, "<unmatched>", "404") == 1
+    assert requests(m, "/popular", "200", "popular") == 1
+    count = ("recsys_api_request_duration_seconds_count", (("route", LOOKUP),))
+    inf = ("recsys_api_request_duration_seconds_bucket", (("le", "+Inf"), ("route", LOOKUP)))
+    assert m[count] == 6 and m[inf] == 6
+    assert m[("recsys_live_run_info", (("run_id", run_id),))] == 1
+    assert 0 <= m[("recsys_live_run_age_seconds", ())] < 120
+    assert ("recsys_live_run_max_age_seconds", ()) not in m  # RECSYS_MAX_RUN_AGE is off by default
+    assert m[("recsys_api_redis_errors_total", (("kind", "connection"),))] == 0
+
+
+def test_live_run_age_follows_the_runs_creation_time(make_app, publish_small, client, prefix):
+    http = make_app().test_client()
+    m = scrape(http)
+    assert not any(name.startswith("recsys_live_run") for name, _ in m)  # nothing published yet
+    run_id = publish_small()
+    client.hset(Keys(prefix).meta(run_id), "created_ts", f"{time.time() - 5000:.3f}")
+    m = scrape(http)
+    assert 5000 <= m[("recsys_live_run_age_seconds", ())] < 5120
+
+
+def test_stale_answers_and_redis_errors_are_counted(redis_process, small_dir, prefix, tmp_path):
+    from batch.job import run_job
+    from batch.params import Params
+    from tests.conftest import SMALL_PARAMS
+
+    run_job(small_dir, Params(**SMALL_PARAMS), RunStore(redis_process.client(), Keys(prefix)))
+    http = create_app({"REDIS_URL": redis_process.url, "PREFIX": prefix, "RETRY_AFTER": 0.0,
+                       "REDIS_SOCKET_TIMEOUT": 0.5, "REDIS_CONNECT_TIMEOUT": 0.5}).test_client()
+    assert http.get("/recommendations/900001").get_json()["source"] == "popular"
+    redis_process.stop()
+    time.sleep(1.1)  # past POINTER_TTL: the next lookup asks Redis
+    doc = http.get("/recommendations/900002").get_json()
+    assert doc["stale"] is True
+    m = scrape(http)
+    assert requests(m, LOOKUP, "200", "stale") == 1
+    assert requests(m, LOOKUP, "200", "popular") == 1
+    assert m[("recsys_api_redis_errors_total", (("kind", "connection"),))] >= 1
+    assert m[("recsys_api_redis_errors_total", (("kind", "timeout"),))] == 0
+    assert not any(name == "recsys_live_run_info" for name, _ in m)  # Redis down: not known
+
+
+def test_readyz_refuses_a_run_older_than_max_run_age(make_app, publish_small, client, prefix):
+    run_id = publish_small()
+    meta = Keys(prefix).meta(run_id)
+    default, strict = make_app().test_client(), make_app(MAX_RUN_AGE=3600).test_client()
+    assert strict.get("/readyz").status_code == 200
+    assert scrape(strict)[("recsys_live_run_max_age_seconds", ())] == 3600
+    client.hset(meta, "created_ts", f"{time.time() - 7200:.3f}")
+    resp = strict.get("/readyz")
+    assert resp.status_code == 503 and resp.get_json()["status"] == "not ready"
+    assert run_id in resp.get_json()["reason"] and "RECSYS_MAX_RUN_AGE" in resp.get_json()["reason"]
+    assert requests(scrape(strict), "/readyz", "503") == 1
+    assert default.get("/readyz").status_code == 200  # off by default
+    assert strict.get("/recommendations/1").status_code == 200  # lookups still served
+
+
+def test_max_run_age_and_metrics_switch_come_from_the_environment(redis_url, prefix, monkeypatch):
+    monkeypatch.setenv("RECSYS_MAX_RUN_AGE", "90000")
+    app = create_app({"REDIS_URL": redis_url, "PREFIX": prefix})
+    assert app.config["MAX_RUN_AGE"] == 90000
+    monkeypatch.setenv("RECSYS_METRICS", "false")
+    off = create_app({"REDIS_URL": redis_url, "PREFIX": prefix}).test_client()
+    assert off.get("/metrics").status_code == 404
+
+
+def test_gunicorn_conf_cleans_only_metric_files(tmp_path, monkeypatch):
+    from lookup_api import gunicorn_conf
+
+    monkeypatch.setattr(gunicorn_conf, "multiproc_dir", str(tmp_path / "m"))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "counter_123.db").write_bytes(b"old")
+    (tmp_path / "m" / "keep.txt").write_text("not ours")
+    gunicorn_conf.on_starting(None)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.slow
+def test_prometheus_counts_every_lookup_across_two_gunicorn_workers(publish_small, redis_url, prefix,
+                                                                    tmp_path):
+    """After N lookups served by 2 workers, PromQL over real scrapes returns exactly N."""
+    run_id = publish_small()
+    access_log = tmp_path / "access.log"
+    env = {"REDIS_URL": redis_url, "RECSYS_PREFIX": prefix, "RECSYS_ACCESS_LOG": str(access_log)}
+    known, unknown = list(range(1, 121)), list(range(900_001, 900_081))  # 120 personalized, 80 popular
+    with gunicorn("lookup_api:create_app()", env, workers=2, args=README_CONF) as url, \
+            prometheus(tmp_path, url.removeprefix("http://"), interval="1s") as prom:
+        with ThreadPoolExecutor(8) as pool:  # concurrent, so both workers serve
+            docs = list(pool.map(lambda u: get_json(f"{url}/recommendations/{u}"),
+                                 known + unknown))
+        assert [d["source"] for d in docs] == ["personalized"] * 120 + ["popular"] * 80
+        total = f'sum(recsys_api_requests_total{{job="recsys-api",route="{LOOKUP}"}})'
+        deadline = time.monotonic() + 30
+        while (prom.value(total) or 0) < 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2.5)  # two more scrapes: the count must stay put, not overshoot
+        assert prom.value(total) == 200
+        by_source = {r["metric"]["source"]: float(r["value"][1]) for r in prom.query(
+            f'sum by (source) (recsys_api_requests_total{{route="{LOOKUP}",status="200"}})')}
+        assert by_source == {"personalized": 120.0, "popular": 80.0}
+        assert prom.value(f'sum(recsys_api_request_duration_seconds_count{{route="{LOOKUP}"}})') == 200
+        assert prom.value(f'recsys_live_run_info{{run_id="{run_id}"}}') == 1
+        assert 0 <= prom.value("recsys_live_run_age_seconds") < 300
+    lines = [json.loads(line) for line in access_log.read_text().splitlines()]
+    lookups = [r for r in lines if r["path"].startswith("/recommendations/")]
+    assert len(lookups) == 200 and {r["status"] for r in lookups} == {200}
+    assert len({r["pid"] for r in lookups}) == 2, "both workers must have served lookups"
+    assert set(lookups[0]) == {"time", "remote", "method", "path", "query", "status", "bytes",
+                               "duration_ms", "user_agent", "pid"}
+
+
+def test_an_explicit_access_logformat_wins_over_json(publish_small, redis_url, prefix, tmp_path):
+    publish_small()
+    log = tmp_path / "access.log"
+    env = {"REDIS_URL": redis_url, "RECSYS_PREFIX": prefix}
+    args = (*README_CONF, "--access-logfile", str(log), "--access-logformat", "%(p)s %(r)s")
+    with gunicorn("lookup_api:create_app()", env, workers=2, args=args) as url:
+        get_json(f"{url}/recommendations/1")
+    lines = [line for line in log.read_text().splitlines() if "/recommendations/1" in line]
+    assert len(lines) == 1 and re.fullmatch(r"<\d+> GET /recommendations/1 HTTP/1.1", lines[0]), lines
