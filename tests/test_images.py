@@ -125,12 +125,14 @@ def _wait(probe, what: str, timeout: float = 60, errors=(OSError,)):
         time.sleep(0.3)
 
 
-def _get(url: str) -> tuple[int, dict]:
+def _get(url: str) -> tuple[int, dict | str]:
+    """(status, body): parsed JSON, or the text of any other content type."""
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, json.loads(r.read())
+            status, body, kind = r.status, r.read(), r.headers.get_content_type()
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        status, body, kind = e.code, e.read(), e.headers.get_content_type()
+    return status, json.loads(body or b"{}") if kind == "application/json" else body.decode()
 
 
 def _run_to_exit(podman: Podman, container: str, timeout: float = 300) -> SimpleNamespace:
@@ -186,7 +188,7 @@ def api_run(podman, images, store, batch_run, rendered) -> SimpleNamespace:
            "--env", f"REDIS_URL=redis://{REDIS}:6379/0", images["api"])
     base = f"http://{podman.ip(API, NETWORK)}:8000"
     answers = {"/healthz": _wait(lambda: _get(f"{base}/healthz"), "the API's /healthz", timeout=30)}
-    for path in ("/readyz", "/recommendations/1?n=5", "/popular?n=3"):
+    for path in ("/readyz", "/recommendations/1?n=5", "/popular?n=3", "/metrics"):
         answers[path] = _get(base + path)
     uids = podman.uids(API)
     health = podman.run("healthcheck", "run", API, check=False)  # the image's HEALTHCHECK command
@@ -205,6 +207,8 @@ def test_api_image_answers_from_the_batch_images_run(api_run, store):
     assert len(body["items"]) == 5
     status, body = api_run.answers["/popular?n=3"]
     assert status == 200 and len(body["items"]) == 3
+    status, body = api_run.answers["/metrics"]  # metric files under /tmp: the read-only root is fine
+    assert status == 200 and "# TYPE" in body, body[:500]
 
 
 def test_api_image_runs_as_10001_and_logs_no_error(api_run):
