@@ -74,6 +74,8 @@ def test_batch_image_specifics():
     env = runtime.env()
     assert env["OPENBLAS_NUM_THREADS"] == "1"
     assert env["MPLCONFIGDIR"].startswith("/tmp/"), "writable under readOnlyRootFilesystem"
+    # scikit-surprise makes this folder on import; its default, $HOME/.surprise_data, is under /data
+    assert env["SURPRISE_DATA_FOLDER"].startswith("/tmp/"), "the data volume may be read-only"
     assert runtime.all("HEALTHCHECK")[0].value == "NONE"
     assert runtime.exec_form("ENTRYPOINT") == ["recsys-batch"] and runtime.exec_form("CMD") == ["run"]
     assert any("gcc" in i.value for i in builder.all("RUN")), "the builder can compile sdists"
@@ -89,8 +91,11 @@ def test_api_image_specifics():
     cmd = runtime.exec_form("CMD")
     assert "gunicorn" in cmd[-1] and "lookup_api:create_app()" in cmd[-1]
     env = runtime.env()
-    for knob in ("PORT", "WEB_CONCURRENCY", "GUNICORN_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT"):
+    for knob in ("PORT", "WEB_CONCURRENCY", "GUNICORN_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT",
+                 "GUNICORN_CONTROL_SOCKET"):
         assert knob in env and f"${{{knob}" in cmd[-1], knob
+    # gunicorn's control socket defaults under $HOME, and HOME=/nonexistent
+    assert env["GUNICORN_CONTROL_SOCKET"].startswith("/tmp/") and "--control-socket" in cmd[-1]
 
 
 def test_api_dependencies_are_all_wheels_for_the_image_python():
