@@ -78,7 +78,7 @@ def measure(user_scale: float, item_scale: float) -> dict:
     return out
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(results: list[dict], path: Path, end_to_end: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,10 +90,15 @@ def plot(results: list[dict], path: Path) -> None:
         x = [r["n_ratings"] / 1e6 for r in rows]
         axes[0].plot(x, [sum(r["seconds"].values()) for r in rows], "o-", label=f"items x{items_x:g}")
         axes[1].plot(x, [max(r["peak_mib"].values()) for r in rows], "o-", label=f"items x{items_x:g}")
+    if end_to_end:
+        run = end_to_end["runs"][0]
+        label = "ML-25M-shaped, `run` end to end, tuned"
+        axes[0].plot([run["ratings"] / 1e6], [run["wall_s"]], "*", ms=14, color="black", label=label)
+        axes[1].plot([run["ratings"] / 1e6], [run["peak_mib"]], "*", ms=14, color="black", label=label)
     for ax, title in zip(axes, ["total time of all stages (s)", "peak RSS (MiB)"], strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("ratings (millions; users x1, x4, x16)")
+        ax.set_xlabel("ratings (millions; users x1, x4, x16; star: ML-25M-shaped)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
@@ -133,9 +138,36 @@ def report(results: list[dict], out: Path) -> None:
               + ". Peak memory is driven by SVD's trainset (surprise keeps ratings as Python lists) and the "
               "chunked candidate scoring (chunk x items), never by a dense users x items matrix: at 96,640 x "
               "14,824 such a float32 matrix alone would take 5.5 GiB."]
+    end_to_end = None
+    if (out / "ml25m.json").is_file():
+        end_to_end = json.loads((out / "ml25m.json").read_text())
+        lines += ["", *ml25m_section(end_to_end)]
     (out / "scale.md").write_text("\n".join(lines) + "\n")
-    plot(results, out / "scale.png")
+    plot(results, out / "scale.png", end_to_end)
     print("\n".join(lines))
+
+
+def ml25m_section(doc: dict) -> list[str]:
+    """Return the Markdown section of the ML-25M-shaped end-to-end run (``tests/bench_run.py``)."""
+    run = doc["runs"][0]
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in run["stages"].items())
+    return [
+        "## ML-25M-shaped, end to end",
+        "",
+        "`uv run python -m tests.bench_run --ml25m --out docs/scale` generates ML-25M-shaped data",
+        "(`tests/synth.py: ml25m_like`: ML-25M's users and rated movies, half stars, a long tail of rarely",
+        "rated movies), writes it as ML-25M CSV and times the real `recsys-batch --dataset ml-25m run` with",
+        "the tuned parameters (`batch/tuned_params.json`: ALS 128 factors, SVD 100 factors x 30 epochs,",
+        "200 + 30 candidates) against a private redis-server. Peak RSS is the largest sum over the batch",
+        "process and its SVD child, sampled every 50 ms.",
+        "",
+        "| users | movies | ratings | wall s | CPU s | peak RSS MiB (all processes) | Redis MiB (run) |",
+        "|---|---|---|---|---|---|---|",
+        f"| {run['users']:,} | {run['items']:,} | {run['ratings']:,} | {run['wall_s']:.0f} "
+        f"| {run['cpu_s']:.0f} | {run['peak_mib']:.0f} | {run.get('redis_run_mib', float('nan')):.0f} |",
+        "",
+        f"Stage seconds (from the run's metadata): {stages}.",
+    ]
 
 
 def main() -> None:
@@ -145,7 +177,12 @@ def main() -> None:
     parser.add_argument("--items", type=float, nargs="*", default=[1, 2, 4])
     parser.add_argument("--out", type=Path, default=Path("docs/scale"))
     parser.add_argument("--one", nargs=2, type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--replot", action="store_true",
+                        help="Rewrite scale.md and scale.png from --out's scale.json (and ml25m.json).")
     args = parser.parse_args()
+    if args.replot:
+        report(json.loads((args.out / "scale.json").read_text()), args.out)
+        return
     if args.one:
         print(json.dumps(measure(*args.one)))
         return

@@ -178,8 +178,11 @@ def test_ctrl_c_during_run_aborts_cleanly(state, small_dir):
     assert first.returncode == 0, first.stderr
     live = re.search(r"run (\S+) published", first.stdout).group(1)
     slow = [*SMALL, "--svd-epochs", "500", "--als-iterations", "500"]
+    # A terminal's shell starts the job with SIGINT at its default; a pytest started in the background
+    # of a non-interactive shell has it ignored, and Python would then never see the Ctrl-C.
     proc = subprocess.Popen([*CLI, "run", "--data-dir", str(small_dir), *slow], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     client = redis.Redis(unix_socket_path=str(directory / "redis.sock"))
     deadline = time.monotonic() + 60
     while not client.exists(Keys().lock):  # the run holds the lock: it is loading or training
