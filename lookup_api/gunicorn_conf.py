@@ -14,6 +14,7 @@ gunicorn's own format).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -24,7 +25,8 @@ from pathlib import Path
 from gunicorn.config import AccessLogFormat
 from gunicorn.glogging import Logger
 
-_DEFAULT_DIR = os.path.join(tempfile.gettempdir(), f"recsys-metrics-{os.getpid()}")
+_MASTER = os.getpid()  # this module is imported by the gunicorn master
+_DEFAULT_DIR = os.path.join(tempfile.gettempdir(), f"recsys-metrics-{_MASTER}")
 # set before any worker imports prometheus_client: its storage mode is chosen at import time
 multiproc_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _DEFAULT_DIR)
 
@@ -78,5 +80,8 @@ def child_exit(server, worker) -> None:
 
 def on_exit(server) -> None:
     """Remove the default metrics directory (one set by the user is left in place)."""
-    if multiproc_dir == _DEFAULT_DIR:
+    if multiproc_dir == _DEFAULT_DIR and os.getpid() == _MASTER:  # never from a forked worker
         shutil.rmtree(multiproc_dir, ignore_errors=True)
+
+
+atexit.register(on_exit, None)  # also after `gunicorn --check-config`, which runs no server hooks

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -129,9 +131,11 @@ def test_max_run_age_and_metrics_switch_come_from_the_environment(redis_url, pre
 
 
 def test_gunicorn_conf_cleans_only_metric_files(tmp_path, monkeypatch):
-    from lookup_api import gunicorn_conf
-
-    monkeypatch.setattr(gunicorn_conf, "multiproc_dir", str(tmp_path / "m"))
+    # importing the config sets PROMETHEUS_MULTIPROC_DIR: keep that out of this process's environment
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "m"))
+    monkeypatch.delitem(sys.modules, "lookup_api.gunicorn_conf", raising=False)
+    gunicorn_conf = importlib.import_module("lookup_api.gunicorn_conf")
+    assert gunicorn_conf.multiproc_dir == str(tmp_path / "m")
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "counter_123.db").write_bytes(b"old")
     (tmp_path / "m" / "keep.txt").write_text("not ours")
