@@ -83,7 +83,8 @@ def train(data: Interactions, movies: Movies, params: Params,
     if background:
         svd_process.submit(data.matrix, data.user_ids, data.item_ids, **params.kwargs("svd"))
     sklearn = _prefetch("sklearn.feature_extraction.text")
-    als = train_als(data.matrix, **params.kwargs("als"))
+    # With SVD on the other core, a second ALS thread would only make both fits wait for each other.
+    als = train_als(data.matrix, **params.kwargs("als"), threads=1 if background else 0)
     timings["train_als"] = time.perf_counter() - started
     started = time.perf_counter()
     sklearn.join()

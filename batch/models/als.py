@@ -87,8 +87,12 @@ def train_als(
     alpha: float = 1.0,
     weighting: str = "raw",
     seed: int = 42,
+    threads: int = 0,
 ) -> ALSModel:
-    """Fit ALS on explicit ratings (n_users, n_items) turned into confidence."""
+    """Fit ALS on explicit ratings (n_users, n_items) turned into confidence.
+
+    ``threads``: implicit's solver threads (0: one per core); the model is the same for any count.
+    """
     from implicit.cpu.als import AlternatingLeastSquares
 
     conf = confidence(ratings, weighting, alpha)
@@ -102,6 +106,7 @@ def train_als(
             iterations=iterations,
             random_state=seed,
             calculate_training_loss=False,
+            num_threads=threads,
         )
         model.fit(conf, show_progress=False)
     log.info(
