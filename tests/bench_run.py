@@ -5,7 +5,7 @@
 
 Each run is the real CLI in a fresh process against a private redis-server on a loopback port
 (nothing else in it, so its ``used_memory`` growth is what one published run costs).  Peak RSS is
-the largest *sum* over the batch process and its children (the SVD child), sampled every 50 ms,
+the largest *sum* over the batch process and its children (the SVD child), sampled every 100 ms,
 which is what a pod's memory limit sees.  Stage timings are read back from the run's metadata.
 """
 
@@ -27,8 +27,8 @@ from pathlib import Path
 from tests.conftest import RedisProcess
 
 
-def _tree_rss_kib(root: int) -> int:
-    """Sum VmRSS over ``root`` and all its descendants (KiB)."""
+def _descendants(root: int) -> list[int]:
+    """Return ``root`` and every process below it (one scan of /proc)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -37,10 +37,18 @@ def _tree_rss_kib(root: int) -> int:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0, [root]
+    found, todo = [], [root]
     while todo:
         pid = todo.pop()
+        found.append(pid)
         todo += children.get(pid, [])
+    return found
+
+
+def _rss_kib(pids: list[int]) -> int:
+    """Sum VmRSS over ``pids`` (KiB; processes that are gone count 0)."""
+    total = 0
+    for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -57,9 +65,13 @@ def run_once(cmd: list[str], env: dict) -> dict:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak, done = [0], threading.Event()
 
-    def sample() -> None:
-        while not done.wait(0.05):
-            peak[0] = max(peak[0], _tree_rss_kib(proc.pid))
+    def sample() -> None:  # RSS every 100 ms; the process tree (a scan of /proc) once a second
+        pids, ticks = [proc.pid], 0
+        while not done.wait(0.1):
+            if ticks % 10 == 0:
+                pids = _descendants(proc.pid)
+            ticks += 1
+            peak[0] = max(peak[0], _rss_kib(pids))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
