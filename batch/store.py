@@ -21,7 +21,7 @@ from itertools import islice
 
 import redis
 
-from lookup_api.contract.connection import UNAVAILABLE, redact_url
+from lookup_api.contract.connection import UNAVAILABLE, connect, explain, redact_url
 from lookup_api.contract.items import PERSONALIZED, POPULAR, decode_items, first_items
 from lookup_api.contract.keys import Keys
 
@@ -71,6 +71,16 @@ class RunStore:
     def __init__(self, client: redis.Redis, keys: Keys | None = None, chunk: int | None = None):
         self.client, self.keys, self.chunk = client, keys or Keys(), chunk or self.CHUNK
 
+    @classmethod
+    def open(cls, url: str | None, keys: Keys, *, create: bool = True) -> RunStore:
+        """Connect to ``url`` (None: the embedded server) and ping it; StoreError says what failed."""
+        try:
+            client = connect(url, create=create)
+            client.ping()
+        except (redis.RedisError, *UNAVAILABLE) as exc:
+            raise StoreError(f"cannot reach Redis at {redact_url(url)}: {explain(exc)}") from None
+        return cls(client, keys)
+
     # -- reading ---------------------------------------------------------------------------------
     def current(self) -> str | None:
         """Return the live run id, or None before the first publish."""
@@ -83,6 +93,12 @@ class RunStore:
     def pending(self) -> list[str]:
         """Return the runs being written, or left behind by a failed run or a cut-short deletion."""
         return [_text(r) for r in self.client.zrange(self.keys.pending, 0, -1)]
+
+    def set_timings(self, run_id: str, timings: dict[str, float]) -> None:
+        """Replace ``run_id``'s stage timings in its meta (publish and total are known after the flip)."""
+        if self.client.exists(self.keys.meta(run_id)):
+            self.client.hset(self.keys.meta(run_id), "timings",
+                             json.dumps({k: round(v, 3) for k, v in timings.items()}))
 
     def meta(self, run_id: str) -> dict[str, str]:
         """Return a run's metadata hash (empty when the run does not exist)."""

@@ -102,20 +102,13 @@ class Context:
         ``create=False`` (read-only commands): never create the embedded server's directory.
         """
         if self._store is None:
-            import redis
-
             from batch.store import RunStore
-            from lookup_api.contract.connection import UNAVAILABLE, connect, describe, explain, redact_url
+            from lookup_api.contract.connection import describe, redact_url
             from lookup_api.contract.keys import Keys
 
-            try:
-                client = connect(self.redis_url, create=create)
-                client.ping()
-            except (redis.RedisError, *UNAVAILABLE) as exc:
-                raise click.ClickException(f"cannot reach Redis at {redact_url(self.redis_url)}: "
-                                           f"{explain(exc)}") from None
+            self._store = RunStore.open(self.redis_url, Keys(self.prefix), create=create)
+            client = self._store.client
             log.info("redis: %s", describe(client) if self.redis_url is None else redact_url(self.redis_url))
-            self._store = RunStore(client, Keys(self.prefix))
         return self._store
 
     def durable(self):

@@ -70,7 +70,7 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_ur
         result = run_job(obj.data_dir, params, store, keep=keep, url=dataset_url,
                          progress=sys.stderr.isatty(), release=obj.release, token=token)
         with obj.durable():  # on disk, the flip and all before it, before "published" is printed
-            record_timings(store, result.run_id, result.timings)
+            store.set_timings(result.run_id, result.timings)
     t = result.timings
     click.echo(f"run {result.run_id} published: {result.users} users, {result.items} movies, "
                f"{result.ratings} ratings in {t.get('total', 0):.1f}s (publish {t.get('publish', 0):.1f}s)")
@@ -79,13 +79,6 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_ur
         click.echo("the embedded redis-server keeps running for the API and later commands; "
                    "stop it with `recsys-batch embedded stop`")
     return result
-
-
-def record_timings(store, run_id: str, timings: dict[str, float]) -> None:
-    """Add the publish and total times, known only after the flip, to the run's metadata."""
-    if store.client.exists(store.keys.meta(run_id)):
-        store.client.hset(store.keys.meta(run_id), "timings",
-                          json.dumps({k: round(v, 3) for k, v in timings.items()}))
 
 
 @click.command("download", short_help="Download the MovieLens release and verify its checksums.")
