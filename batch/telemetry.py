@@ -92,13 +92,17 @@ def push(gateway: str, registry, prefix: str, replace: bool) -> bool:
     """Push ``registry`` to the Pushgateway (replace the group, or add to it); warn on failure."""
     from prometheus_client import push_to_gateway, pushadd_to_gateway
 
+    from lookup_api.contract.connection import redact_url
+
     send = push_to_gateway if replace else pushadd_to_gateway
+    shown = redact_url(gateway)  # a gateway URL may carry user:password@
     try:
         send(gateway, job=JOB, registry=registry, grouping_key={"prefix": prefix}, timeout=PUSH_TIMEOUT)
     except Exception as exc:  # monitoring must never fail the run
-        log.warning("could not push metrics to the Pushgateway %s: %s", gateway, exc)
+        log.warning("could not push metrics to the Pushgateway %s: %s", shown,
+                    str(exc).replace(gateway, shown))
         return False
-    log.info("pushed run metrics to %s (job %s, prefix %s)", gateway, JOB, prefix)
+    log.info("pushed run metrics to %s (job %s, prefix %s)", shown, JOB, prefix)
     return True
 
 

@@ -92,6 +92,17 @@ def test_an_unreachable_pushgateway_only_warns(redis_url, prefix, small_dir, cli
     assert any("could not push metrics" in r.getMessage() for r in caplog.records)
 
 
+def test_a_pushgateway_password_is_never_logged(redis_url, prefix, small_dir, client, caplog):
+    nobody = f"http://pusher:s3cret@127.0.0.1:{free_port()}"
+    with caplog.at_level(logging.INFO, logger="batch.telemetry"):
+        ran = invoke("--redis-url", redis_url, "--prefix", prefix, "--data-dir", str(small_dir), "run",
+                     *SMALL, "--pushgateway", nobody)
+    assert ran.exit_code == 0, ran.output
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "could not push metrics to the Pushgateway http://pusher:***@127.0.0.1" in logged
+    assert "s3cret" not in logged + ran.output
+
+
 def test_json_logs_carry_run_id_stage_and_seconds(redis_url, prefix, small_dir):
     env = {**os.environ, "RECSYS_LOG_FORMAT": "json"}
     cmd = [sys.executable, "-c", "from batch.cli import main; main()", "--redis-url", redis_url,
