@@ -24,6 +24,7 @@ DEFAULTS = {
     "POINTER_TTL": 1.0,  # seconds the live run id is cached in-process
     "LIST_CACHE_SIZE": 20_000,  # user lists of the live run cached per process (0: off)
     "RETRY_AFTER": 1.0,  # seconds to serve stale answers without asking Redis after it failed
+    "MAX_RUN_AGE": 0,  # seconds; > 0: /readyz is 503 while the live run is older (RECSYS_MAX_RUN_AGE)
     "MAX_USER_ID": 2**31 - 1,
     "JSON_SORT_KEYS": False,
 }
@@ -58,6 +59,7 @@ def create_app(config: dict | None = None) -> Flask:
         pointer_ttl=float(app.config["POINTER_TTL"]),
         cache_size=int(app.config["LIST_CACHE_SIZE"]),
         retry_after=float(app.config["RETRY_AFTER"]),
+        max_age=float(app.config["MAX_RUN_AGE"] or 0),
     )
     log.info("lookup API on Redis %s, prefix %s", redact_url(app.config["REDIS_URL"]), app.config["PREFIX"])
 

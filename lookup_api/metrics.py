@@ -15,8 +15,9 @@ Under gunicorn the counters are shared by every worker through prometheus_client
 mode: ``lookup_api/gunicorn_conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` and cleans it at start.
 Without that variable (one process) they live in the app's own registry.
 
-With ``RECSYS_MAX_RUN_AGE`` (seconds, 0 = off, the default) ``/readyz`` also answers 503 while the
-live run is older than that.  ``RECSYS_METRICS=false`` turns all of this off.
+``RECSYS_MAX_RUN_AGE`` (seconds, 0 = off, the default; the check itself is
+:meth:`~lookup_api.service.Lookup.ready`'s) is exported as a gauge too.  ``RECSYS_METRICS=false``
+turns all of this off.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import os
 import time
 
 import redis
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 
 DEFAULTS = {
     "METRICS": True,  # RECSYS_METRICS=false: no /metrics, no request hooks
-    "MAX_RUN_AGE": 0,  # seconds; > 0: /readyz is 503 while the live run is older
 }
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 UNMATCHED = "<unmatched>"
@@ -134,7 +134,7 @@ def _registries() -> tuple[CollectorRegistry, CollectorRegistry]:
 
 
 def init_metrics(app: Flask) -> None:
-    """Add ``/metrics``, the request hooks and the ``/readyz`` freshness check to ``app``."""
+    """Add ``/metrics`` and the request hooks to ``app``."""
     for key, value in DEFAULTS.items():
         app.config.setdefault(key, value)
     if not app.config["METRICS"]:
@@ -165,8 +165,6 @@ def init_metrics(app: Flask) -> None:
     @app.after_request
     def _record(response: Response) -> Response:
         started = g.pop("metrics_started", None)
-        if max_age > 0 and request.endpoint == "lookup.readyz" and response.status_code == 200:
-            response = _not_too_old(lookup, max_age) or response
         rule = request.url_rule
         key = (UNMATCHED if rule is None else rule.rule, response.status_code, g.get("source", ""))
         pair = children.get(key)
@@ -181,20 +179,3 @@ def init_metrics(app: Flask) -> None:
     def metrics() -> Response:
         """Serve the Prometheus text format (every worker's counters, summed)."""
         return Response(generate_latest(scrape), content_type=CONTENT_TYPE_LATEST)
-
-
-def _not_too_old(lookup, max_age: float) -> Response | None:
-    """Return a 503 readiness answer when the live run is older than ``max_age``, else None."""
-    try:
-        live = live_run(lookup.client, lookup.keys)
-    except (redis.RedisError, redis.exceptions.RedisClusterException, OSError):
-        return None  # /readyz itself just saw Redis answer; do not flap on one failed read
-    if live is None or live[1] is None:
-        return None
-    age = time.time() - live[1]
-    if age <= max_age:
-        return None
-    reason = f"live run {live[0]} is {age:.0f}s old (RECSYS_MAX_RUN_AGE={max_age:.0f})"
-    response = jsonify(status="not ready", reason=reason)
-    response.status_code = 503
-    return response

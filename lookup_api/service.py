@@ -63,9 +63,9 @@ class Lookup:
     """Serve lists for one key prefix from an injected Redis client."""
 
     def __init__(self, client: redis.Redis, keys: Keys | None = None, pointer_ttl: float = 1.0,
-                 cache_size: int = 20_000, retry_after: float = 1.0):
+                 cache_size: int = 20_000, retry_after: float = 1.0, max_age: float = 0.0):
         self.client, self.keys, self.pointer_ttl = client, keys or Keys(), pointer_ttl
-        self.cache_size, self.retry_after = cache_size, retry_after
+        self.cache_size, self.retry_after, self.max_age = cache_size, retry_after, max_age
         self._down_until = 0.0  # after a failure, skip Redis until then (no request waits twice)
         self._pointer: tuple[str, float] | None = None  # (run id, read at)
         self._runs: dict[str, _Run] = {}
@@ -176,10 +176,17 @@ class Lookup:
                       stale=True)
 
     def ready(self) -> tuple[bool, str]:
-        """Return (ready, reason): Redis answers and a live run with its keys exists."""
+        """Return (ready, reason): Redis answers, a live run with its keys exists (and, with ``max_age``
+        > 0, it was created at most ``max_age`` seconds ago)."""
         try:
             self.client.ping()
             run = self._current(refresh=True)
+            if self.max_age > 0:
+                created = self.client.hget(self.keys.meta(run.run_id), "created_ts")
+                age = None if created is None else time.time() - float(created)
+                if age is not None and age > self.max_age:
+                    return False, (f"live run {run.run_id} is {age:.0f}s old "
+                                   f"(RECSYS_MAX_RUN_AGE={self.max_age:.0f})")
             return True, f"live run {run.run_id}"
         except NoLiveRun as exc:
             return False, str(exc)

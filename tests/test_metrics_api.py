@@ -121,6 +121,15 @@ def test_readyz_refuses_a_run_older_than_max_run_age(make_app, publish_small, cl
     assert strict.get("/recommendations/1").status_code == 200  # lookups still served
 
 
+def test_max_run_age_holds_with_metrics_switched_off(make_app, publish_small, client, prefix):
+    run_id = publish_small()
+    strict = make_app(MAX_RUN_AGE=3600, METRICS=False).test_client()
+    assert strict.get("/readyz").status_code == 200
+    client.hset(Keys(prefix).meta(run_id), "created_ts", f"{time.time() - 7200:.3f}")
+    resp = strict.get("/readyz")
+    assert resp.status_code == 503 and "RECSYS_MAX_RUN_AGE" in resp.get_json()["reason"]
+
+
 def test_max_run_age_and_metrics_switch_come_from_the_environment(redis_url, prefix, monkeypatch):
     monkeypatch.setenv("RECSYS_MAX_RUN_AGE", "90000")
     app = create_app({"REDIS_URL": redis_url, "PREFIX": prefix})
