@@ -59,16 +59,11 @@ def two_stage(models: pipeline.Models, data: Interactions, users: np.ndarray, k:
     return pipeline.rank(models, users, cands, params.with_(top_n=k)).items
 
 
-def liked_counts(data: Interactions, threshold: float = 4.0) -> np.ndarray:
-    """Return (n_items,) the number of ratings >= ``threshold`` of every item."""
-    m = data.matrix
-    return np.bincount(m.indices, weights=m.data >= threshold, minlength=data.n_items)
-
-
 def als_popularity(models: pipeline.Models, data: Interactions, users: np.ndarray, k: int,
                    weight: float) -> np.ndarray:
     """ALS with a log-popularity term: log max(ALS score, 1e-3) + ``weight`` * log1p(#ratings >= 4)."""
-    pop = (weight * np.log1p(liked_counts(data))).astype(np.float32)[None, :]
+    liked = popularity_scores(data.matrix, "liked")  # the number of ratings >= 4 of every item
+    pop = (weight * np.log1p(liked)).astype(np.float32)[None, :]
     factors = models.als.item_factors.T
 
     def score(batch: np.ndarray) -> np.ndarray:
