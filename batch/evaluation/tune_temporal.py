@@ -24,7 +24,7 @@ from batch import pipeline
 from batch.evaluation import baselines
 from batch.evaluation.fallback import choose_fallback
 from batch.evaluation.metrics import ranking_curves
-from batch.evaluation.protocol import ModelCache, fold_for, phase_parts
+from batch.evaluation.protocol import ModelCache, fold_for, pad, phase_parts
 from batch.evaluation.split import Fold, split_ratings
 from batch.evaluation.temporal import cold_users, split_by_time
 from batch.models.ease import train_ease
@@ -40,9 +40,9 @@ BLENDS = tuple({"blend_svd": s, "blend_scale": c, "blend_pop": p}
 
 
 def _metrics(fold: Fold, users: np.ndarray, recs: np.ndarray) -> dict:
-    curves = ranking_curves(recs[:, :10], fold.relevant()[users], fold.n_relevant[users], fold.data.n_items)
-    return {"precision@10": round(float(curves["precision"][-1]), 5),
-            "ndcg@10": round(float(curves["ndcg"][-1]), 5)}
+    curves = ranking_curves(pad(recs, 10), fold.relevant()[users], fold.n_relevant[users], fold.data.n_items)
+    return {"precision@10": round(float(curves["precision"][9]), 5),  # @10 even for a shorter list
+            "ndcg@10": round(float(curves["ndcg"][9]), 5)}
 
 
 def _named(key: tuple) -> dict:
