@@ -105,15 +105,9 @@ class Embedded:
             raise EmbeddedError(f"cannot use {self.directory} for the embedded Redis: {exc.strerror}; "
                                 "set RECSYS_EMBEDDED_DIR to a writable directory, or REDIS_URL") from None
         with fh:
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise EmbeddedError(f"timed out waiting for {self.file('server.lock')}") from None
-                    time.sleep(0.05)
+            # the holder may take START_TIMEOUT to start the server and as long again to convert its data
+            if not _wait_until(lambda: _try_flock(fh), 2 * START_TIMEOUT):
+                raise EmbeddedError(f"timed out waiting for {self.file('server.lock')}")
             try:
                 yield
             finally:
@@ -199,6 +193,15 @@ def shown(path: Path | str) -> str:
     return str(path) if relative.startswith("..") else relative
 
 
+def _try_flock(fh) -> bool:
+    """Take an exclusive flock on ``fh`` if it is free; return whether it was taken."""
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
 def _wait_until(condition, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -233,7 +236,8 @@ def _start(server: Embedded) -> None:
     born = time.monotonic()  # the daemon writes its pidfile at once; without one after 5 s, it died
     alive = lambda: server.pid() is not None or time.monotonic() - born < 5  # noqa: E731
     if not _wait_until(lambda: server.answers() or not alive(), START_TIMEOUT) or not server.answers():
-        log_tail = server.file("redis.log").read_text(errors="replace").strip().splitlines()[-3:]
+        log_file = server.file("redis.log")
+        log_tail = log_file.read_text(errors="replace").strip().splitlines()[-3:] if log_file.exists() else []
         raise EmbeddedError(f"redis-server did not come up on {server.socket}: {' | '.join(log_tail)}")
     if migrate:
         _switch_to_aof(server)
@@ -252,7 +256,10 @@ def _switch_to_aof(server: Embedded) -> None:
         busy = info["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"]
         return info["aof_enabled"] == 1 and not busy
 
-    if not _wait_until(done, START_TIMEOUT):
-        raise EmbeddedError(f"redis-server in {server.directory} did not finish writing appendonly.aof")
+    try:
+        if not _wait_until(done, START_TIMEOUT):
+            raise EmbeddedError(f"redis-server in {server.directory} did not finish writing appendonly.aof")
+    finally:
+        client.close()
     server.file("redis.conf").write_text(_config(server, aof=True))
     log.info("embedded redis-server: %s converted to appendonly.aof", server.file("recsys.rdb"))
