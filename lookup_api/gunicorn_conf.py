@@ -4,7 +4,9 @@
 
 - ``PROMETHEUS_MULTIPROC_DIR``: where every worker writes its metric files; default
   ``$TMPDIR/recsys-metrics-<master pid>`` (removed on exit).  Its ``*.db`` files are deleted when
-  gunicorn starts, and a dead worker's live gauges are dropped (``child_exit``).
+  gunicorn starts, and a dead worker's live gauges are dropped (``child_exit``).  A master started
+  by another one (``kill -USR2``, a binary upgrade) never cleans or removes the old master's live
+  directory: it takes a default directory of its own (``RECSYS_METRICS_DIR_OWNER`` tells them apart).
 - Access log: one JSON object per line on stdout (``RECSYS_ACCESS_LOG``: a file path, ``-`` for
   stdout, the default, or empty for none): ``time``, ``remote``, ``method``, ``path``, ``query``,
   ``status``, ``bytes``, ``duration_ms``, ``user_agent``, ``pid``.
@@ -25,10 +27,16 @@ from pathlib import Path
 from gunicorn.config import AccessLogFormat
 from gunicorn.glogging import Logger
 
-_MASTER = os.getpid()  # this module is imported by the gunicorn master
-_DEFAULT_DIR = os.path.join(tempfile.gettempdir(), f"recsys-metrics-{_MASTER}")
+_OWNER = "RECSYS_METRICS_DIR_OWNER"
+_master = [os.getpid()]  # this module is imported by the gunicorn master (on_starting updates it after -D)
+_DEFAULT_DIR = os.path.join(tempfile.gettempdir(), f"recsys-metrics-{_master[0]}")
+_inherited = os.environ.get(_OWNER) == str(os.getppid())  # started by an older master (USR2)
+if _inherited and os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").startswith(
+        os.path.join(tempfile.gettempdir(), "recsys-metrics-")):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _DEFAULT_DIR  # the old master's default: not ours
 # set before any worker imports prometheus_client: its storage mode is chosen at import time
 multiproc_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _DEFAULT_DIR)
+os.environ[_OWNER] = str(_master[0])
 
 accesslog = os.environ.get("RECSYS_ACCESS_LOG", "-") or None
 
@@ -65,8 +73,11 @@ logger_class = JsonAccessLogger
 
 def on_starting(server) -> None:
     """Create the metrics directory and delete the files a previous gunicorn left there."""
+    _master[0] = os.getpid()  # after --daemon's fork
     path = Path(multiproc_dir)
     path.mkdir(parents=True, exist_ok=True)
+    if _inherited:  # a user-set directory an older master is still writing to: keep its files
+        return
     for stale in path.glob("*.db"):  # only prometheus_client's own files, whatever the directory
         stale.unlink()
 
@@ -80,7 +91,7 @@ def child_exit(server, worker) -> None:
 
 def on_exit(server) -> None:
     """Remove the default metrics directory (one set by the user is left in place)."""
-    if multiproc_dir == _DEFAULT_DIR and os.getpid() == _MASTER:  # never from a forked worker
+    if multiproc_dir == _DEFAULT_DIR and os.getpid() == _master[0]:  # never from a forked worker
         shutil.rmtree(multiproc_dir, ignore_errors=True)
 
 

@@ -142,6 +142,7 @@ def test_max_run_age_and_metrics_switch_come_from_the_environment(redis_url, pre
 def test_gunicorn_conf_cleans_only_metric_files(tmp_path, monkeypatch):
     # importing the config sets PROMETHEUS_MULTIPROC_DIR: keep that out of this process's environment
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "m"))
+    monkeypatch.delenv("RECSYS_METRICS_DIR_OWNER", raising=False)  # the import sets it
     monkeypatch.delitem(sys.modules, "lookup_api.gunicorn_conf", raising=False)
     gunicorn_conf = importlib.import_module("lookup_api.gunicorn_conf")
     assert gunicorn_conf.multiproc_dir == str(tmp_path / "m")
@@ -195,3 +196,22 @@ def test_an_explicit_access_logformat_wins_over_json(publish_small, redis_url, p
         get_json(f"{url}/recommendations/1")
     lines = [line for line in log.read_text().splitlines() if "/recommendations/1" in line]
     assert len(lines) == 1 and re.fullmatch(r"<\d+> GET /recommendations/1 HTTP/1.1", lines[0]), lines
+
+
+def test_a_master_started_by_another_keeps_off_its_metrics_directory():
+    """kill -USR2 starts a new master as a child of the old one, with its environment."""
+    import os
+    import subprocess
+    import tempfile
+
+    code = "import lookup_api.gunicorn_conf as c, os; print(c.multiproc_dir, os.getpid())"
+    old_dir = os.path.join(tempfile.gettempdir(), f"recsys-metrics-{os.getpid()}")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": old_dir}
+    child = {**env, "RECSYS_METRICS_DIR_OWNER": str(os.getpid())}  # this process plays the old master
+    out = subprocess.run([sys.executable, "-c", code], env=child, capture_output=True, text=True, check=True)
+    new_dir, pid = out.stdout.split()
+    assert new_dir == os.path.join(tempfile.gettempdir(), f"recsys-metrics-{pid}") != old_dir
+    stranger = {**env, "RECSYS_METRICS_DIR_OWNER": "1"}  # not our parent: a directory we were given
+    out = subprocess.run([sys.executable, "-c", code], env=stranger, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split()[0] == old_dir
