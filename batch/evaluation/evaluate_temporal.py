@@ -25,8 +25,7 @@ from batch.evaluation.fallback import (
     describe,
     served_lists,
 )
-from batch.evaluation.metrics import ranking_curves
-from batch.evaluation.protocol import ModelCache, pad, phase_parts
+from batch.evaluation.protocol import ModelCache, pad, phase_parts, rounded_curves
 from batch.evaluation.split import make_fold
 from batch.evaluation.temporal import cold_users, split_by_time
 from batch.interactions import Interactions
@@ -37,11 +36,6 @@ from batch.params import Params
 log = logging.getLogger(__name__)
 
 DEFAULT_ALS_POP = 0.3  # ALS + popularity row's weight when the tuned file has none
-
-
-def _curves(recs: np.ndarray, relevant: sp.csr_matrix, n_relevant: np.ndarray, n_items: int) -> dict:
-    curves = ranking_curves(recs, relevant, n_relevant, n_items)
-    return {name: [round(float(v), 6) for v in values] for name, values in curves.items()}
 
 
 def _day(ts: int) -> str:
@@ -86,7 +80,7 @@ def evaluate_temporal(ratings: Ratings, movies: Movies, params: Params, *, origi
     def add(key: str, name: str, segment: str, recs: np.ndarray, begun: float) -> None:
         served[key] = recs = pad(recs, k)
         rows.append({"key": key, "name": name, "segment": segment, "users": len(recs),
-                     "curves": _curves(recs, *relevant[segment], data.n_items),
+                     "curves": rounded_curves(recs, *relevant[segment], data.n_items),
                      "seconds": round(time.perf_counter() - begun, 3)})
         log.info("%s (%s): P@10 %.4f, %s users", name, segment, rows[-1]["curves"]["precision"][9], len(recs))
 

@@ -94,10 +94,15 @@ def pad(recs: np.ndarray, k: int) -> np.ndarray:
     return np.pad(recs, ((0, 0), (0, k - recs.shape[1])), constant_values=-1)
 
 
+def rounded_curves(recs: np.ndarray, relevant, n_relevant: np.ndarray, n_items: int) -> dict[str, list]:
+    """Return :func:`ranking_curves` as JSON-ready lists rounded to 6 decimals (the reports' form)."""
+    curves = ranking_curves(recs, relevant, n_relevant, n_items)
+    return {name: [round(float(v), 6) for v in values] for name, values in curves.items()}
+
+
 def score_lists(fold: Fold, users: np.ndarray, recs: np.ndarray, k: int) -> dict[str, list[float]]:
     """Return the metric curves (k = 1..``k``) of ``recs`` for ``users`` (fold row indices)."""
-    curves = ranking_curves(pad(recs, k), fold.relevant()[users], fold.n_relevant[users], fold.data.n_items)
-    return {name: [round(float(v), 6) for v in values] for name, values in curves.items()}
+    return rounded_curves(pad(recs, k), fold.relevant()[users], fold.n_relevant[users], fold.data.n_items)
 
 
 def svd_errors(fold: Fold, svd: SVDModel) -> dict[str, float]:
