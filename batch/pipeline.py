@@ -21,7 +21,7 @@ from batch.models.content import ContentModel, train_content
 from batch.models.popularity import item_stats, popularity_scores, top_popular
 from batch.models.svd import SVDModel, train_svd
 from batch.models.svd_process import SVDProcess
-from batch.models.topn import top_n
+from batch.models.topn import for_each_chunk, top_n
 from batch.movielens import Movies
 from batch.params import Params
 
@@ -83,8 +83,10 @@ def train(data: Interactions, movies: Movies, params: Params,
     if background:
         svd_process.submit(data.matrix, data.user_ids, data.item_ids, **params.kwargs("svd"))
     sklearn = _prefetch("sklearn.feature_extraction.text")
-    # With SVD on the other core, a second ALS thread would only make both fits wait for each other.
-    als = train_als(data.matrix, **params.kwargs("als"), threads=1 if background else 0)
+    # With SVD on the other core, a second ALS thread would only make both fits wait for each other;
+    # ALS takes both cores once the SVD child is done.
+    als = train_als(data.matrix, **params.kwargs("als"), threads=1 if background else 0,
+                    widen=svd_process.done if background else None)
     timings["train_als"] = time.perf_counter() - started
     started = time.perf_counter()
     sklearn.join()
@@ -157,11 +159,13 @@ def rank(models: Models, users: np.ndarray, cands: np.ndarray, params: Params,
     items = np.full((len(users), n), -1, dtype=np.int64)
     scores = np.full((len(users), n), -np.inf, dtype=np.float32)
     ratings = np.full((len(users), n), -np.inf, dtype=np.float32)
-    for start in range(0, len(users), chunk):
-        sl = slice(start, start + chunk)
+
+    def work(sl: slice) -> None:
         top, scores[sl] = top_n(score_candidates(models, users[sl], cands[sl], params), n)
         items[sl] = np.where(top >= 0, np.take_along_axis(cands[sl], np.maximum(top, 0), axis=1), -1)
         ratings[sl] = models.svd.score(users[sl], items[sl], clip=True)
+
+    for_each_chunk(work, len(users), chunk)
     return Recommendations(users, items, scores, ratings)
 
 

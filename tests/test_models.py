@@ -84,6 +84,32 @@ def test_svd_vectorised_scores_equal_surprise_predict(data):
     np.testing.assert_allclose(model.score_all(users), model.score(users, items), atol=1e-5)
 
 
+def test_svd_on_the_array_trainset_equals_surprise_on_its_stock_trainset(small_dir):
+    """The fast ``all_ratings`` feeds the SGD the same ratings in the same order: the same model."""
+    from collections import defaultdict
+
+    from surprise import SVD, Trainset
+
+    inter = Interactions.from_ratings(load_dir(small_dir)[0])
+    m = inter.matrix
+    ur = defaultdict(list, {u: [(int(i), float(r)) for i, r in zip(m.indices[m.indptr[u]:m.indptr[u + 1]],
+                                                                    m.data[m.indptr[u]:m.indptr[u + 1]],
+                                                                    strict=True)]
+                            for u in range(m.shape[0])})
+    ir = defaultdict(list)
+    for u, pairs in ur.items():
+        for i, r in pairs:
+            ir[i].append((u, r))
+    stock = Trainset(ur, ir, m.shape[0], m.shape[1], m.nnz, (1.0, 5.0), {}, {})
+    theirs = SVD(n_factors=6, n_epochs=4, lr_all=0.01, reg_all=0.05, random_state=3).fit(stock)
+    ours, algo = train_svd(m, inter.user_ids, inter.item_ids, factors=6, epochs=4, lr=0.01, reg=0.05, seed=3)
+    assert list(algo.trainset.all_ratings()) == list(stock.all_ratings())
+    assert algo.trainset.global_mean == stock.global_mean == ours.mu
+    for name in ("bu", "bi", "pu", "qi"):
+        np.testing.assert_array_equal(getattr(algo, name), getattr(theirs, name), err_msg=name)
+    assert algo.predict(int(inter.user_ids[1]), int(inter.item_ids[2])).details["was_impossible"] is False
+
+
 def test_confidence_weightings():
     import scipy.sparse as sp
 
@@ -137,3 +163,26 @@ def test_blend_ranker_changes_only_the_order(data):
     for u in range(inter.n_users):
         assert set(svd.items[u]) == set(blend.items[u])  # same candidates, all kept (top_n = 12)
     assert (svd.items != blend.items).any()  # ...in a different order
+
+
+def test_chunks_on_every_core_equal_one_chunk_and_raise_errors():
+    import scipy.sparse as sp
+
+    from batch.models.topn import chunk_rows, chunked_top_n, for_each_chunk
+
+    rng = np.random.default_rng(0)
+    scores = rng.random((300, 40)).astype(np.float32)
+    seen = sp.random(300, 40, density=0.2, format="csr", random_state=1)
+    users = np.arange(300)
+    whole = chunked_top_n(lambda b: scores[b], users, seen, 5, chunk=300)
+    chunked = chunked_top_n(lambda b: scores[b], users, seen, 5, chunk=7)
+    np.testing.assert_array_equal(whole[0], chunked[0])
+    np.testing.assert_array_equal(whole[1], chunked[1])
+
+    def fail(sl):
+        if sl.start >= 14:
+            raise ValueError(f"chunk at {sl.start}")
+
+    with pytest.raises(ValueError, match="chunk at"):
+        for_each_chunk(fail, 300, 7)
+    assert chunk_rows(3706) == 1024 and chunk_rows(59_000) == 71 and chunk_rows(10**9) == 64

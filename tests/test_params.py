@@ -18,7 +18,8 @@ from batch.params import TRAINED, ParamError, Params, declared
 
 GROUPS = {"als", "svd", "candidates", "ranking", "popularity"}
 # The call each trained group's settings are passed to, and its data arguments (not settings).
-CALLS = {"als": (train_als, {"ratings", "threads"}), "svd": (train_svd, {"ratings", "user_ids", "item_ids"}),
+CALLS = {"als": (train_als, {"ratings", "threads", "widen"}),
+         "svd": (train_svd, {"ratings", "user_ids", "item_ids"}),
          "popularity": (popularity_scores, {"ratings", "times"})}
 
 

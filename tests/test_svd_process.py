@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,36 @@ def test_an_unused_child_goes_away(data):
     assert child.is_alive()
     proc.close()  # e.g. the load failed: nothing was submitted
     assert not child.is_alive() and not proc.active
+
+
+def test_als_widened_mid_fit_equals_a_fit_on_one_thread(data):
+    """Switching the solver from one thread to every core between iterations changes nothing."""
+    from batch.models.als import train_als
+
+    inter, _ = data
+    polls = []
+
+    def widen() -> bool:
+        polls.append(len(polls))
+        return len(polls) >= 3  # the SVD child "finishes" after the third iteration
+
+    kwargs = dict(factors=8, iterations=6, regularization=0.1, seed=5)
+    narrow = train_als(inter.matrix, **kwargs, threads=1)
+    widened = train_als(inter.matrix, **kwargs, threads=1, widen=widen)
+    assert len(polls) == 3  # polled after each iteration until it said yes, then never again
+    np.testing.assert_array_equal(widened.user_factors, narrow.user_factors)
+    np.testing.assert_array_equal(widened.item_factors, narrow.item_factors)
+
+
+def test_done_says_when_the_child_has_answered(data):
+    inter, _ = data
+    with SVDProcess() as proc:
+        assert not proc.done()  # nothing submitted yet
+        proc.submit(inter.matrix, inter.user_ids, inter.item_ids, factors=4, epochs=1)
+        for _ in range(600):
+            if proc.done():
+                break
+            time.sleep(0.05)
+        assert proc.done()
+        proc.result()
+    assert proc.done()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,6 @@ from threadpoolctl import threadpool_limits
 from batch.params import WEIGHTINGS
 
 log = logging.getLogger(__name__)
-
 
 
 def confidence(ratings: sp.csr_matrix, weighting: str = "raw", alpha: float = 1.0) -> sp.csr_matrix:
@@ -88,10 +88,13 @@ def train_als(
     weighting: str = "raw",
     seed: int = 42,
     threads: int = 0,
+    widen: Callable[[], bool] | None = None,
 ) -> ALSModel:
     """Fit ALS on explicit ratings (n_users, n_items) turned into confidence.
 
     ``threads``: implicit's solver threads (0: one per core); the model is the same for any count.
+    ``widen``: polled after each iteration; once it returns True the rest of the fit uses every
+    core (the SVD child that had the other one is done).
     """
     from implicit.cpu.als import AlternatingLeastSquares
 
@@ -108,7 +111,13 @@ def train_als(
             calculate_training_loss=False,
             num_threads=threads,
         )
-        model.fit(conf, show_progress=False)
+
+        def after_iteration(iteration: int, *_) -> None:
+            if model.num_threads != 0 and widen is not None and widen():
+                log.info("ALS: the other core is free after iteration %s; using every core", iteration + 1)
+                model.num_threads = 0
+
+        model.fit(conf, show_progress=False, callback=after_iteration)
     log.info(
         "ALS fit: %s users x %s items, nnz %s, %s factors, %.2fs",
         conf.shape[0], conf.shape[1], conf.nnz, factors, time.perf_counter() - started,

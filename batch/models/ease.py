@@ -21,7 +21,7 @@ class EASEModel:
     weights: np.ndarray
 
     def recommend(self, users: np.ndarray, seen: sp.csr_matrix, n: int,
-                  chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+                  chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Return top-``n`` unseen item ids and scores (len(users), n) scored from ``seen``'s rows."""
         binary = seen.astype(bool).astype(np.float32).tocsr()
         return chunked_top_n(lambda batch: binary[batch] @ self.weights, users, seen, n, chunk)

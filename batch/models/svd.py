@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
 from collections import defaultdict
 from dataclasses import dataclass
+from itertools import chain, repeat
 
 import numpy as np
 import scipy.sparse as sp
@@ -57,34 +59,41 @@ class SVDModel:
 
 
 def build_trainset(ratings: sp.csr_matrix, user_ids: np.ndarray, item_ids: np.ndarray):
-    """Build a ``surprise.Trainset`` for SVD whose inner ids are our row and column indices."""
+    """Build a ``surprise.Trainset`` for SVD whose inner ids are our row and column indices.
+
+    surprise's SGD reads only ``all_ratings()`` (and ``predict`` only ``knows_user``/``knows_item``).
+    The stock ``all_ratings`` is a Python generator over per-user lists of (item, rating) tuples:
+    a frame resume and a tuple per rating per epoch, about 40% of the fit.  Here it is a C-level
+    iterator (``zip`` over compact arrays, in the same CSR order), so the fitted model is identical
+    while the fit takes ~0.6x the time, and a rating costs 12 bytes (int32 item, float64 value)
+    instead of a list slot, per-user lists and a transient int per rating; ``ur``/``ir`` hold keys only.
+    """
     from surprise import Trainset
 
+    class _Trainset(Trainset):
+        def all_ratings(self):
+            """Iterate (user, item, rating) in CSR order, as the stock one does over ``ur``."""
+            users = chain.from_iterable(map(repeat, range(self.n_users), self._counts))
+            return zip(users, self._items, self._values, strict=True)
+
     ratings = ratings.tocsr()
-    # Star ratings take a handful of values, so every (item, rating) tuple that can occur is
-    # built once and shared: a rating then costs one list slot (8 bytes) instead of a fresh
-    # tuple, int and float (~116 bytes), which is what dominated peak memory at 16M ratings.
-    values = np.unique(ratings.data)
-    table = [(i, float(v)) for i in range(ratings.shape[1]) for v in values]
-    codes = (ratings.indices.astype(np.int64) * len(values) + np.searchsorted(values, ratings.data)).tolist()
-    pick = table.__getitem__
-    ur = defaultdict(list)
-    for u in range(ratings.shape[0]):
-        ur[u] = list(map(pick, codes[ratings.indptr[u] : ratings.indptr[u + 1]]))
-    # SVD learns from ``ur`` only; ``ir`` is consulted just for ``knows_item``, so its keys
-    # suffice.  Leaving its (item -> ratings) lists empty halves the trainset's memory again.
-    ir = defaultdict(list, {i: [] for i in range(ratings.shape[1])})
+    n_users, n_items = ratings.shape
     scale = (float(ratings.data.min()), float(ratings.data.max())) if ratings.nnz else (1.0, 5.0)
-    return Trainset(
-        ur,
-        ir,
-        ratings.shape[0],
-        ratings.shape[1],
+    trainset = _Trainset(
+        defaultdict(list, dict.fromkeys(range(n_users), ())),
+        defaultdict(list, dict.fromkeys(range(n_items), ())),
+        n_users,
+        n_items,
         ratings.nnz,
         scale,  # (1, 5) for ML-1M, (0.5, 5) for the half-star releases
         {int(raw): inner for inner, raw in enumerate(user_ids)},
         {int(raw): inner for inner, raw in enumerate(item_ids)},
     )
+    trainset._counts = np.diff(ratings.indptr).tolist()
+    trainset._items = array("i", ratings.indices.astype(np.int32).tobytes())
+    trainset._values = array("d", ratings.data.astype(np.float64).tobytes())
+    trainset._global_mean = float(ratings.data.astype(np.float64).mean())  # what the property computes
+    return trainset
 
 
 def train_svd(

@@ -70,6 +70,10 @@ class SVDProcess:
         """True while a child is there to fit SVD."""
         return self._proc is not None
 
+    def done(self) -> bool:
+        """True once the child has sent its result (or is gone): its core is free."""
+        return self._conn is None or self._conn.poll()
+
     def submit(self, *args: Any, **kwargs: Any) -> None:
         """Send ``train_svd``'s arguments to the child (returns at once)."""
         self._conn.send((args, kwargs))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -25,18 +28,47 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, top_s
 
 
-def chunked_top_n(score_chunk, users: np.ndarray, seen: sp.csr_matrix, n: int, chunk: int = 1024):
+def for_each_chunk(work, total: int, chunk: int) -> None:
+    """Call ``work(slice)`` for consecutive slices of ``range(total)``, on every core.
+
+    The heavy parts of a chunk (BLAS, argpartition, gathers) run in numpy without the GIL, so
+    threads use every core; each chunk writes its own rows, so the result equals a sequential
+    loop's.  BLAS gets one thread per chunk: the chunks are the parallelism.
+    """
+    from threadpoolctl import threadpool_limits
+
+    slices = [slice(start, min(start + chunk, total)) for start in range(0, total, chunk)]
+    workers = min(os.cpu_count() or 1, len(slices))
+    with threadpool_limits(1, "blas"):
+        if workers <= 1:
+            for sl in slices:
+                work(sl)
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="recsys-chunk") as pool:
+            list(pool.map(work, slices))  # re-raises a chunk's exception here
+
+
+def chunk_rows(n_columns: int, cells: int = 1 << 22, most: int = 1024) -> int:
+    """Return how many rows of ``n_columns`` make a chunk of about ``cells`` cells (64..most)."""
+    return max(64, min(most, cells // max(n_columns, 1)))
+
+
+def chunked_top_n(score_chunk, users: np.ndarray, seen: sp.csr_matrix, n: int, chunk: int | None = None):
     """Run ``score_chunk(batch) -> (len(batch), n_items)`` over user chunks; mask seen; keep top-n.
 
-    Peak memory is O(chunk x n_items), never O(n_users x n_items).
+    Peak memory is O(cores x chunk x n_items), never O(n_users x n_items); ``chunk`` defaults to
+    :func:`chunk_rows` of the catalogue size.
     """
     users = np.asarray(users)
     n = min(n, seen.shape[1])
     ids = np.full((len(users), n), -1, dtype=np.int64)
     scores = np.full((len(users), n), -np.inf, dtype=np.float32)
-    for start in range(0, len(users), chunk):
-        batch = users[start : start + chunk]
+
+    def work(sl: slice) -> None:
+        batch = users[sl]
         s = np.asarray(score_chunk(batch), dtype=np.float32)
         mask_seen(s, seen[batch])
-        ids[start : start + len(batch)], scores[start : start + len(batch)] = top_n(s, n)
+        ids[sl], scores[sl] = top_n(s, n)
+
+    for_each_chunk(work, len(users), chunk or chunk_rows(seen.shape[1]))
     return ids, scores
