@@ -70,29 +70,28 @@ def build_trainset(ratings: sp.csr_matrix, user_ids: np.ndarray, item_ids: np.nd
     """
     from surprise import Trainset
 
-    class _Trainset(Trainset):
+    class CSRTrainset(Trainset):
         def all_ratings(self):
             """Iterate (user, item, rating) in CSR order, as the stock one does over ``ur``."""
-            users = chain.from_iterable(map(repeat, range(self.n_users), self._counts))
-            return zip(users, self._items, self._values, strict=True)
+            users = chain.from_iterable(map(repeat, range(self.n_users), counts))
+            return zip(users, items, values, strict=True)
 
     ratings = ratings.tocsr()
-    n_users, n_items = ratings.shape
+    counts = np.diff(ratings.indptr).tolist()
+    items = array("i", ratings.indices.astype(np.int32).tobytes())
+    values = array("d", ratings.data.astype(np.float64).tobytes())
     scale = (float(ratings.data.min()), float(ratings.data.max())) if ratings.nnz else (1.0, 5.0)
-    trainset = _Trainset(
-        defaultdict(list, dict.fromkeys(range(n_users), ())),
-        defaultdict(list, dict.fromkeys(range(n_items), ())),
-        n_users,
-        n_items,
+    trainset = CSRTrainset(
+        defaultdict(list, dict.fromkeys(range(ratings.shape[0]), ())),
+        defaultdict(list, dict.fromkeys(range(ratings.shape[1]), ())),
+        ratings.shape[0],
+        ratings.shape[1],
         ratings.nnz,
         scale,  # (1, 5) for ML-1M, (0.5, 5) for the half-star releases
         {int(raw): inner for inner, raw in enumerate(user_ids)},
         {int(raw): inner for inner, raw in enumerate(item_ids)},
     )
-    trainset._counts = np.diff(ratings.indptr).tolist()
-    trainset._items = array("i", ratings.indices.astype(np.int32).tobytes())
-    trainset._values = array("d", ratings.data.astype(np.float64).tobytes())
-    trainset._global_mean = float(ratings.data.astype(np.float64).mean())  # what the property computes
+    trainset._global_mean = float(ratings.data.astype(np.float64).mean())  # what its property computes
     return trainset
 
 
