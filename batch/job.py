@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import resource
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -106,7 +107,13 @@ def load_stage(data_dir: Path | str, release: Release = ML_1M, url: str | None =
     return Loaded(release, directory, data, movies, seconds)
 
 
-def run_meta(loaded: Loaded, params: Params, timings: dict[str, float], **extra) -> dict:
+def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    """Return the high-water RSS of this process (``RUSAGE_CHILDREN``: of its finished children), MiB."""
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
+def run_meta(loaded: Loaded, params: Params, timings: dict[str, float],
+             peaks: dict[str, float] | None = None, **extra) -> dict:
     """Return the metadata recorded with a run (see the README's key schema)."""
     now = datetime.now(UTC)
     return {
@@ -122,6 +129,7 @@ def run_meta(loaded: Loaded, params: Params, timings: dict[str, float], **extra)
         "ranker": params.ranker,
         "params": params.to_dict(),
         "timings": {k: round(v, 3) for k, v in timings.items()},
+        **({"peak_rss_mib": peaks} if peaks else {}),
         "code_version": code_version(),
         **extra,
     }
@@ -147,8 +155,11 @@ def run_job(
     with SVDProcess() as svd_process:  # starts now: its imports overlap the load
         loaded = load_stage(data_dir, release, url)
         data, timings = loaded.data, {"load": loaded.seconds}
+        peaks = {"load": peak_rss_mib()}  # the process's high-water mark after each stage
         models = pipeline.train(data, loaded.movies, params, svd_process)
+    peaks.update(train=peak_rss_mib(), svd_child=peak_rss_mib(resource.RUSAGE_CHILDREN))
     recs = pipeline.recommend(models, data, params)
+    peaks["recommend"] = peak_rss_mib()
     timings.update(models.timings)
 
     stage = time.perf_counter()
@@ -169,7 +180,7 @@ def run_job(
             from tqdm import tqdm
 
             lists = tqdm(lists, total=data.n_users, desc="publish", unit="user")
-        meta = run_meta(loaded, params, timings, **telemetry.meta_fields(empty, len(pop_ids)))
+        meta = run_meta(loaded, params, timings, peaks, **telemetry.meta_fields(empty, len(pop_ids)))
         result.published = publish(store, run_id, lists, popular, meta, keep=keep, token=token)
         timings["publish"] = time.perf_counter() - stage
     timings["total"] = time.perf_counter() - started

@@ -152,8 +152,11 @@ def score_candidates(models: Models, users: np.ndarray, cands: np.ndarray, param
 
 
 def rank(models: Models, users: np.ndarray, cands: np.ndarray, params: Params,
-         chunk: int = 1024) -> Recommendations:
-    """Score the candidates and keep each user's top ``top_n``, best first, with SVD's rating."""
+         chunk: int = 512) -> Recommendations:
+    """Score the candidates and keep each user's top ``top_n``, best first, with SVD's rating.
+
+    Chunks of ``chunk`` users run on every core; each gathers (chunk, candidates, factors) arrays.
+    """
     users = np.asarray(users)
     n = min(params.top_n, cands.shape[1])
     items = np.full((len(users), n), -1, dtype=np.int64)

@@ -124,6 +124,7 @@ def bench(data_dir: Path, dataset: str, runs: int, workdir: Path, baseline: Path
                 run_id = client.get("recsys:current").decode()
                 meta = client.hgetall(f"recsys:run:{run_id}:meta")
                 result["stages"] = json.loads(meta[b"timings"])
+                result["peak_rss_mib_by_stage"] = json.loads(meta.get(b"peak_rss_mib", b"{}"))
                 result["users"] = int(meta[b"n_users"])
                 result["items"] = int(meta[b"n_items"])
                 result["ratings"] = int(meta[b"n_ratings"])

@@ -58,6 +58,8 @@ def test_run_publishes_every_user_atomically(real_data, redis_url, prefix, clien
     meta = store.meta(run1)
     assert meta["n_users"] == "6040" and meta["status"] == "complete" and len(meta["dataset_sha256"]) == 64
     assert json.loads(meta["timings"])["train_svd"] > 0
+    peaks = json.loads(meta["peak_rss_mib"])  # high-water marks: monotonic over the stages
+    assert 100 < peaks["load"] <= peaks["train"] <= peaks["recommend"] and peaks["svd_child"] > 100
 
     second = CliRunner().invoke(cli, [*base, "run", "--keep", "1"], catch_exceptions=False)
     run2 = re.search(r"run (\S+) published", second.output).group(1)
