@@ -34,9 +34,13 @@ def _serve(conn) -> None:
     started = time.perf_counter()
     try:
         model, _ = train_svd(*args, **kwargs)
-        conn.send(("ok", model, time.perf_counter() - started))
+        reply = ("ok", model, time.perf_counter() - started)
     except Exception as exc:  # sent back and raised in the parent
-        conn.send(("error", exc, 0.0))
+        reply = ("error", exc, 0.0)
+    try:
+        conn.send(reply)
+    except OSError:  # e.g. a broken pipe: the parent stopped waiting (Ctrl-C, an error); nobody to tell
+        pass
     finally:
         conn.close()
 
