@@ -92,28 +92,17 @@ def connect(
     ``create=False``: do not create a missing embedded directory (raise EmbeddedError).
     """
     retry = Retry(ExponentialBackoff(cap=0.5, base=0.05) if retries > 1 else NoBackoff(), retries)
+    options = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout, "retry": retry}
     scheme = url.split("://", 1)[0] if url and "://" in url else ""
     if scheme in CLUSTER_SCHEMES:
         from redis.cluster import RedisCluster
 
-        return RedisCluster.from_url(
-            CLUSTER_SCHEMES[scheme] + url[len(scheme):],
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=retry,
-        )
+        return RedisCluster.from_url(CLUSTER_SCHEMES[scheme] + url[len(scheme):], **options)
     if url:
-        check_url(url)
-        return redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=retry,
-        )
+        return redis.Redis.from_url(check_url(url), **options)
     path = embedded.ensure(embedded_dir, create=create)
     log.debug("using the embedded redis-server on %s", path)
-    return redis.Redis(unix_socket_path=str(path), socket_timeout=socket_timeout,
-                       socket_connect_timeout=connect_timeout, retry=retry)
+    return redis.Redis(unix_socket_path=str(path), **options)
 
 
 def describe(client: redis.Redis) -> str:
