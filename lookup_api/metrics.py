@@ -31,6 +31,7 @@ from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
+from lookup_api.contract.connection import text
 from lookup_api.contract.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,9 @@ def instrument_client(client: redis.Redis, errors: Counter) -> None:
 
 def live_run(client: redis.Redis, keys: Keys) -> tuple[str, float | None] | None:
     """Return ``(live run id, created unix time)`` from Redis, or None before the first run."""
-    run_id = client.get(keys.current)
+    run_id = text(client.get(keys.current))
     if run_id is None:
         return None
-    run_id = run_id.decode() if isinstance(run_id, bytes) else run_id
     created = client.hget(keys.meta(run_id), "created_ts")
     return run_id, float(created) if created is not None else None
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import redis
 
-from lookup_api.contract.connection import UNAVAILABLE
+from lookup_api.contract.connection import UNAVAILABLE, text
 from lookup_api.contract.items import PERSONALIZED, POPULAR, first_items
 from lookup_api.contract.keys import Keys
 
@@ -55,10 +55,6 @@ class _Run:
     users: frozenset[int]  # the ids with a list
 
 
-def _text(value) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class Lookup:
     """Serve lists for one key prefix from an injected Redis client."""
 
@@ -76,7 +72,7 @@ class Lookup:
     def _current(self, refresh: bool = False) -> _Run:
         now = time.monotonic()
         if refresh or self._pointer is None or now - self._pointer[1] > self.pointer_ttl:
-            run_id = _text(self.client.get(self.keys.current))
+            run_id = text(self.client.get(self.keys.current))
             if run_id is None:
                 raise NoLiveRun("no run has been published yet")
             self._pointer = (run_id, now)
@@ -94,7 +90,7 @@ class Lookup:
         (created, top_n), popular, users = pipe.execute()
         if popular is None or users is None:
             raise KeyError(run_id)  # retired under us
-        run = _Run(run_id, _text(created), int(top_n or 0) or len(json.loads(popular)), popular,
+        run = _Run(run_id, text(created), int(top_n or 0) or len(json.loads(popular)), popular,
                    frozenset(json.loads(users)))
         self._runs = {run_id: run}  # keep only the live run's cache
         self._last_good = run

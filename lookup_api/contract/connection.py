@@ -39,6 +39,11 @@ UNAVAILABLE = (
 )
 
 
+def text(value: bytes | str | None) -> str | None:
+    """Return a Redis reply as ``str`` (clients here answer bytes; None stays None)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def redact_url(url: str | None) -> str:
     """Return ``url`` with any password (user-info or ``?password=``) replaced by ``***``."""
     if not url:
