@@ -24,7 +24,8 @@ log = logging.getLogger("batch")
 # sys.modules, so that catching them imports nothing (a module not loaded raised nothing).
 LIBRARY_ERRORS = (("batch.formats", "DataError"), ("batch.download", "DownloadError"),
                   ("batch.store", "StoreError"), ("batch.params", "ParamError"),
-                  ("batch.artifacts", "ArtifactsError"), ("lookup_api.contract.embedded", "EmbeddedError"))
+                  ("batch.artifacts", "ArtifactsError"), ("lookup_api.contract.embedded", "EmbeddedError"),
+                  ("batch.evaluation.split", "EvaluationError"))
 
 
 def _check_url(ctx, param, value):
