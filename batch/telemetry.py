@@ -1,16 +1,8 @@
 """Run telemetry for the batch: figures in the run meta, a Pushgateway push, JSON log lines.
 
-Pushed to the Pushgateway (job ``recsys-batch``, grouped by job and key ``prefix``):
-
-- ``recsys_batch_success``: 1 after a published run, 0 after a failed one;
-- ``recsys_batch_last_success_timestamp_seconds`` / ``recsys_batch_last_failure_timestamp_seconds``;
-- ``recsys_batch_stage_duration_seconds{stage}``: load, als, svd, ..., publish, total;
-- ``recsys_batch_users``, ``recsys_batch_items``, ``recsys_batch_ratings``,
-  ``recsys_batch_empty_lists``, ``recsys_batch_popular_items``: the run's counts;
-- ``recsys_batch_run_info{run_id}`` (success) / ``recsys_batch_failure_info{error}`` (failure).
-
-A success replaces the group; a failure adds its metrics to it (the last success time stays).  A
-push that fails logs a warning and never fails the run.
+Pushed as job ``recsys-batch``, grouped by the key ``prefix``; every series is listed in
+docs/observability.md.  A success replaces the group; a failure adds its metrics to it (the last
+success time stays).  A push that fails logs a warning and never fails the run.
 """
 
 from __future__ import annotations

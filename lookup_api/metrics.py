@@ -1,23 +1,11 @@
-"""Prometheus metrics for the lookup API (``GET /metrics``) and the live run's freshness.
+"""Prometheus metrics for the lookup API: ``GET /metrics``, requests, latency, Redis errors, the live run.
 
-``init_metrics(app)`` adds, with two request hooks and no Redis call on the lookup path:
-
-- ``recsys_api_requests_total{route, status, source}``: requests; ``route`` is the URL rule
-  (``/recommendations/<user_id>``; ``<unmatched>`` for 404/405), ``source`` is ``personalized``,
-  ``popular`` or ``stale`` for lookups and empty for the other routes;
-- ``recsys_api_request_duration_seconds{route}``: a latency histogram (Flask handling time);
-- ``recsys_api_redis_errors_total{kind}``: failed Redis calls, ``kind`` = ``timeout``,
-  ``connection`` or ``error``;
-- at scrape time, read from Redis: ``recsys_live_run_info{run_id}``, ``recsys_live_run_age_seconds``
-  and, when ``RECSYS_MAX_RUN_AGE`` is set, ``recsys_live_run_max_age_seconds``.
-
-Under gunicorn the counters are shared by every worker through prometheus_client's multiprocess
-mode: ``lookup_api/gunicorn_conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` and cleans it at start.
-Without that variable (one process) they live in the app's own registry.
-
-``RECSYS_MAX_RUN_AGE`` (seconds, 0 = off, the default; the check itself is
-:meth:`~lookup_api.service.Lookup.ready`'s) is exported as a gauge too.  ``RECSYS_METRICS=false``
-turns all of this off.
+Every series and label is listed in docs/observability.md.  ``init_metrics(app)`` adds two request
+hooks and no Redis call on the lookup path; the live run's id and age (and ``RECSYS_MAX_RUN_AGE``,
+whose check is :meth:`~lookup_api.service.Lookup.ready`'s) are read at scrape time.  Under gunicorn
+the workers share the counters through prometheus_client's multiprocess mode
+(``lookup_api/gunicorn_conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR``); without it they live in the
+app's own registry.  ``RECSYS_METRICS=false`` turns all of this off.
 """
 
 from __future__ import annotations
