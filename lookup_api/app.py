@@ -26,7 +26,7 @@ DEFAULTS = {
     "RETRY_AFTER": 1.0,  # seconds to serve stale answers without asking Redis after it failed
     "MAX_RUN_AGE": 0,  # seconds; > 0: /readyz is 503 while the live run is older (RECSYS_MAX_RUN_AGE)
     "MAX_USER_ID": 2**31 - 1,
-    "JSON_SORT_KEYS": False,
+    "METRICS": True,  # RECSYS_METRICS=false: no /metrics, no request hooks
 }
 
 
@@ -66,7 +66,7 @@ def create_app(config: dict | None = None) -> Flask:
     from lookup_api.views import bp
 
     app.register_blueprint(bp)
-    init_metrics(app)  # /metrics, request metrics, /readyz's optional maximum run age
+    init_metrics(app)  # /metrics, request metrics, the live run's age
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

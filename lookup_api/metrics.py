@@ -24,9 +24,6 @@ from lookup_api.contract.keys import Keys
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {
-    "METRICS": True,  # RECSYS_METRICS=false: no /metrics, no request hooks
-}
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 UNMATCHED = "<unmatched>"
 
@@ -123,8 +120,6 @@ def _registries() -> tuple[CollectorRegistry, CollectorRegistry]:
 
 def init_metrics(app: Flask) -> None:
     """Add ``/metrics`` and the request hooks to ``app``."""
-    for key, value in DEFAULTS.items():
-        app.config.setdefault(key, value)
     if not app.config["METRICS"]:
         return
     own, scrape = _registries()
