@@ -142,26 +142,22 @@ class Lookup:
         """Return the user's list, or the popular list when the run has none for them."""
 
         def read(run: _Run) -> Result:
+            if user_id not in run.users:  # unknown user: no round trip at all
+                return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items(run.popular, n))
             cached_run, lists = self._lists
             if cached_run != run.run_id:
                 lists = {}
                 self._lists = (run.run_id, lists)
-            if user_id in lists:
-                items = lists[user_id]
-            elif user_id not in run.users:
-                items = None  # unknown user: no round trip at all
-            else:
-                raw = self.client.get(self.keys.user(run.run_id, user_id))  # one round trip
-                if raw is None:  # a known user's list is gone: the run was retired
+            items = lists.get(user_id)
+            if items is None:
+                items = self.client.get(self.keys.user(run.run_id, user_id))  # one round trip
+                if items is None:  # a known user's list is gone: the run was retired
                     raise KeyError(run.run_id)  # retry on the new live run
-                items = raw  # bytes: cheap to keep, invisible to the garbage collector
-                if self.cache_size:
+                if self.cache_size:  # bytes: cheap to keep, invisible to the garbage collector
                     if len(lists) >= self.cache_size:
                         lists.clear()
                     lists[user_id] = items
-            if items is not None:
-                return Result(user_id, PERSONALIZED, run.run_id, run.generated_at, first_items(items, n))
-            return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items(run.popular, n))
+            return Result(user_id, PERSONALIZED, run.run_id, run.generated_at, first_items(items, n))
 
         result = self._with_run(read)
         return result if result is not None else self._stale(user_id, n)
