@@ -2,8 +2,6 @@
 
 The order of the steps is :mod:`batch.lifecycle`'s.  The lock shares ``current``'s Cluster slot
 (:attr:`Keys.lock`), so :meth:`RunStore.flip` checks it and moves ``current`` in one Lua script.
-A little over 250 lines on purpose: every Redis step of the lifecycle stays here, so that this is
-the only batch module that imports redis (STYLE lesson 2).
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from itertools import islice
 import redis
 
 from lookup_api.contract.connection import UNAVAILABLE, connect, explain, redact_url, text
-from lookup_api.contract.items import PERSONALIZED, POPULAR, decode_items, first_items
+from lookup_api.contract.items import decode_items
 from lookup_api.contract.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -77,7 +75,6 @@ class RunStore:
             raise StoreError(f"cannot reach Redis at {redact_url(url)}: {explain(exc)}") from None
         return cls(client, keys)
 
-    # -- reading ---------------------------------------------------------------------------------
     def current(self) -> str | None:
         """Return the live run id, or None before the first publish."""
         return text(self.client.get(self.keys.current))
@@ -110,27 +107,6 @@ class RunStore:
         raw = self.client.get(self.keys.popular(run_id))
         return None if raw is None else decode_items(raw)
 
-    def serve(self, user_id: int, n: int) -> tuple[str, str, list[dict]]:
-        """Return ``(run id, source, first n items)`` as the API serves ``user_id`` (popular if no list).
-
-        ``n`` follows the API's rule for ``?n=``: 1 to the run's list length, else ValueError.
-        """
-        live = self.current()
-        if live is None:
-            raise StoreError("no run has been published yet (run `recsys-batch run`)")
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.keys.user(live, user_id))
-        pipe.get(self.keys.popular(live))
-        pipe.hget(self.keys.meta(live), "top_n")
-        raw, popular, top_n = pipe.execute()
-        if popular is None:
-            raise StoreError(f"the live run {live} has no keys (deleted?); see `recsys-batch status`")
-        top_n = int(top_n or len(decode_items(popular)))
-        if not 1 <= n <= top_n:
-            raise ValueError(f"n must be an integer from 1 to {top_n}, got {n}")
-        return live, PERSONALIZED if raw else POPULAR, decode_items(first_items(raw or popular, n))
-
-    # -- locking ---------------------------------------------------------------------------------
     @contextmanager
     def lock(self, ttl: float = 60.0, token: str | None = None, keep: bool = False) -> Iterator[str]:
         """Hold the batch lock, renewed every ``ttl / 3`` s by a heartbeat thread; yield its token.
@@ -193,7 +169,6 @@ class RunStore:
         """Release the lock if ``token`` still holds it."""
         self.client.eval(_RELEASE, 1, self.keys.lock, token)
 
-    # -- writing ---------------------------------------------------------------------------------
     def write_lists(self, run_id: str, lists: Iterable[tuple[int, bytes]], token: str) -> list[int]:
         """Write user lists in pipelined chunks under ``run_id`` (registered pending); return their ids.
 
