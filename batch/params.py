@@ -92,7 +92,7 @@ class Params:
 
     def kwargs(self, group: str) -> dict:
         """Return ``group``'s settings as the training call's keyword arguments (prefix stripped)."""
-        return {argument(f.name, group): getattr(self, f.name) for f in declared(group)}
+        return {f.name.removeprefix(f"{group}_"): getattr(self, f.name) for f in declared(group)}
 
     def to_dict(self) -> dict:
         """Return the parameters as a plain dict (the tuned file's ``params``)."""
@@ -121,11 +121,6 @@ def group_names(group: str) -> tuple[str, ...]:
     return tuple(f.name for f in declared(group))
 
 
-def argument(name: str, group: str) -> str:
-    """Return the keyword argument a setting is passed as: its name without the group prefix."""
-    return name.removeprefix(f"{group}_")
-
-
 def check(f: Field, value) -> str | None:
     """Return why ``value`` is invalid for setting ``f`` (None when valid)."""
     meta = f.metadata
@@ -146,11 +141,9 @@ def check(f: Field, value) -> str | None:
 
 def tuned_document(path: Path | str | None = None) -> dict:
     """Return the whole tuned file (params + provenance); ``{}`` when the default file is absent."""
-    if path is None:
-        if not TUNED_PATH.exists():
-            return {}
-        path = TUNED_PATH
-    path = Path(path)
+    if path is None and not TUNED_PATH.exists():
+        return {}
+    path = Path(path or TUNED_PATH)
     try:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
