@@ -98,13 +98,6 @@ def push(gateway: str, registry, prefix: str, replace: bool) -> bool:
     return True
 
 
-def log_stages(result) -> None:
-    """Log one line per stage with the run id, stage and seconds (fields of the JSON log format)."""
-    for stage, seconds in result.timings.items():
-        log.info("run %s stage %s: %.3fs", result.run_id, stage, seconds,
-                 extra={"run_id": result.run_id, "stage": stage, "seconds": round(seconds, 3)})
-
-
 def reported(func):
     """Wrap ``run``: log its stages, push its metrics to ``pushgateway`` (if given), success or not."""
 
@@ -118,7 +111,9 @@ def reported(func):
             if pushgateway:
                 push(pushgateway, failure_registry(exc, time.time()), obj.prefix, replace=False)
             raise
-        log_stages(result)
+        for stage, seconds in result.timings.items():  # run_id, stage, seconds: fields of the JSON logs
+            log.info("run %s stage %s: %.3fs", result.run_id, stage, seconds,
+                     extra={"run_id": result.run_id, "stage": stage, "seconds": round(seconds, 3)})
         if pushgateway and not kwargs.get("dry_run"):
             push(pushgateway, success_registry(result, time.time()), obj.prefix, replace=True)
         return result
