@@ -51,8 +51,8 @@ def evaluate(ratings: Ratings, movies: Movies, params: Params, *, original: Para
         log.info("%s: P@10 %.4f (%s users, %.1fs)", name, row["curves"]["precision"][min(9, k - 1)],
                  len(who), row["seconds"])
 
-    add("popularity", "popularity (>=100 ratings, by mean)", lambda u: baselines.popularity(
-        data, u, k, original.popularity_min_count))
+    add("popularity", "popularity (>=100 ratings, by mean)",
+        lambda u: baselines.global_ranking(theirs.popularity, data.matrix, u, k))
     add("most_rated", "most-rated", lambda u: baselines.most_rated(data, u, k))
     add("content", "TF-IDF content only", lambda u: baselines.content_only(ours, data, u, k, params))
     add("als_original", "ALS only (original params)", lambda u: baselines.als_only(theirs, data, u, k))
