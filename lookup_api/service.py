@@ -67,7 +67,7 @@ class Lookup:
         self._runs: dict[str, _Run] = {}
         self._last_good: _Run | None = None
         # (run id, that run's lists): swapped as one tuple, so threads never mix two runs' lists
-        self._lists: tuple[str | None, dict[int, bytes | None]] = (None, {})
+        self._lists: tuple[str | None, dict[int, bytes]] = (None, {})
 
     def _current(self, refresh: bool = False) -> _Run:
         now = time.monotonic()
@@ -77,10 +77,7 @@ class Lookup:
                 raise NoLiveRun("no run has been published yet")
             self._pointer = (run_id, now)
         run_id = self._pointer[0]
-        run = self._runs.get(run_id)
-        if run is None:
-            run = self._load_run(run_id)
-        return run
+        return self._runs.get(run_id) or self._load_run(run_id)
 
     def _load_run(self, run_id: str) -> _Run:
         pipe = self.client.pipeline(transaction=False)
