@@ -62,15 +62,6 @@ def instrument_client(client: redis.Redis, errors: Counter) -> None:
     client.pipeline = pipeline
 
 
-def live_run(client: redis.Redis, keys: Keys) -> tuple[str, float | None] | None:
-    """Return ``(live run id, created unix time)`` from Redis, or None before the first run."""
-    run_id = text(client.get(keys.current))
-    if run_id is None:
-        return None
-    created = client.hget(keys.meta(run_id), "created_ts")
-    return run_id, float(created) if created is not None else None
-
-
 class LiveRunCollector:
     """Read the live run from Redis at scrape time: its id, its age and the configured maximum."""
 
@@ -88,19 +79,19 @@ class LiveRunCollector:
                                     "Configured maximum age of the live run (RECSYS_MAX_RUN_AGE).",
                                     value=self.max_age)
         try:
-            live = live_run(self.client, self.keys)
+            run_id = text(self.client.get(self.keys.current))
+            created = self.client.hget(self.keys.meta(run_id), "created_ts") if run_id else None
         except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
             log.warning("metrics: cannot read the live run (%s)", type(exc).__name__)
             return
-        if live is None:
+        if run_id is None:
             return
-        run_id, created = live
         yield InfoMetricFamily("recsys_live_run", "The run the API serves (recsys:current).",
                                value={"run_id": run_id})
         if created is not None:
             yield GaugeMetricFamily("recsys_live_run_age_seconds",
                                     "Seconds since the live run was created.",
-                                    value=max(time.time() - created, 0.0))
+                                    value=max(time.time() - float(created), 0.0))
 
 
 def _registries() -> tuple[CollectorRegistry, CollectorRegistry]:
