@@ -160,16 +160,15 @@ def group_options(func):
     return func
 
 
-def shared_options(func):
+def shared_options(command: click.Command) -> click.Command:
     """Accept the shared options after the command name too (they override the group's)."""
-    # a function's decorators apply bottom-up; a built Command appends its new parameters
-    for decls, attrs in SHARED if isinstance(func, click.Command) else reversed(SHARED):
+    for decls, attrs in SHARED:  # a built Command appends each new parameter
         attrs = {k: v for k, v in attrs.items() if k not in ("envvar", "default", "callback")}
         attrs["help"] = attrs["help"].split(" [env:")[0]
         callback = _override if decls[0] != "--redis-url" else \
             lambda ctx, param, value: _override(ctx, param, _check_url(ctx, param, value))
-        func = click.option(*decls, expose_value=False, callback=callback, **attrs)(func)
-    return func
+        command = click.option(*decls, expose_value=False, callback=callback, **attrs)(command)
+    return command
 
 
 def make_context(ctx: click.Context, redis_url, prefix, data_dir, dataset, verbose, quiet,
