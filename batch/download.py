@@ -96,7 +96,6 @@ def find_dataset(data_dir: Path | str, release: Release = ML_1M) -> Path | None:
 
 def _fetch(url: str, dest: Path, timeout: float) -> tuple[str, str]:
     """Stream ``url`` to ``dest``; return its (md5, sha256) hex digests."""
-    import urllib.error
     import urllib.request
 
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
@@ -109,7 +108,7 @@ def _fetch(url: str, dest: Path, timeout: float) -> tuple[str, str]:
                 md5.update(chunk)
                 sha.update(chunk)
                 received += len(chunk)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+    except OSError as exc:  # URLError and TimeoutError are OSErrors
         raise DownloadError(f"download of {redact_url(url)} failed: {exc}") from None
     if expected is not None and received != int(expected):
         raise DownloadError(
