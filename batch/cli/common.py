@@ -214,11 +214,6 @@ def redis_errors(url: str | None = None):
     return errors(url)
 
 
-def _library_error(exc: BaseException) -> bool:
-    return any(isinstance(exc, getattr(sys.modules[m], name))
-               for m, name in LIBRARY_ERRORS if m in sys.modules)
-
-
 def fail_cleanly(func):
     """Turn library errors into ClickException (one line, exit 1); Ctrl-C into ``Aborted!``, exit 130."""
 
@@ -231,7 +226,8 @@ def fail_cleanly(func):
                 click.echo("\nAborted!", err=True)
             raise click.exceptions.Exit(130) from None
         except Exception as exc:
-            if _library_error(exc):
+            if any(isinstance(exc, getattr(sys.modules[m], name)) for m, name in LIBRARY_ERRORS
+                   if m in sys.modules):
                 raise click.ClickException(str(exc)) from None
             raise
 
