@@ -63,22 +63,21 @@ def check_url(url: str) -> str:
 
 def explain(exc: BaseException) -> str:
     """Return what a failed connection attempt ran into: refused, unknown host, timeout, authentication."""
-    if isinstance(exc, redis.AuthenticationError | redis.AuthenticationWrongNumberOfArgsError):
+    cause, message = exc.__cause__ or exc.__context__, str(exc)
+    if isinstance(exc, redis.AuthenticationError | redis.AuthenticationWrongNumberOfArgsError) \
+            or "NOAUTH" in message or "WRONGPASS" in message:
         return "authentication failed (the server rejected the credentials)"
     if isinstance(exc, redis.TimeoutError):
         return "timed out"
-    cause, text = exc.__cause__ or exc.__context__, str(exc)
-    if isinstance(cause, socket.gaierror) or "Name or service not known" in text \
-            or "nodename nor servname" in text or "Temporary failure in name resolution" in text:
+    if isinstance(cause, socket.gaierror) or "Name or service not known" in message \
+            or "nodename nor servname" in message or "Temporary failure in name resolution" in message:
         return "unknown host"
-    if isinstance(cause, ConnectionRefusedError) or "Connection refused" in text \
-            or f"Error {errno.ECONNREFUSED} " in text:
+    if isinstance(cause, ConnectionRefusedError) or "Connection refused" in message \
+            or f"Error {errno.ECONNREFUSED} " in message:
         return "connection refused"
-    if isinstance(cause, FileNotFoundError) or "No such file or directory" in text:
+    if isinstance(cause, FileNotFoundError) or "No such file or directory" in message:
         return "no such socket"
-    if "NOAUTH" in text or "WRONGPASS" in text:
-        return "authentication failed (the server rejected the credentials)"
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no detail'}"
+    return f"{type(exc).__name__}: {message.splitlines()[0] if message else 'no detail'}"
 
 
 def connect(
