@@ -85,9 +85,7 @@ def retire(store: RunStore, keep: int, token: str, previous: str | None = None) 
     live = store.current()
     history = [r for r, _ in store.runs()]
     broken = {r for r in history if r != live and missing(store, r, every_list=False)}
-    bad = {r for r in history if _rolled_back(store, r)}
-    good = [r for r in history if r not in bad and r not in broken]
-    order = [live, previous, *good, *[r for r in history if r in bad and r not in broken]]
+    order = [live, previous, *sorted(history, key=lambda r: _rolled_back(store, r))]  # stable: newest first
     keepers = [r for r in dict.fromkeys(order) if r in history and r not in broken][:keep]
     doomed = [r for r in history if r not in keepers and r != live]
     for run_id in store.pending():
