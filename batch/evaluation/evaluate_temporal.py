@@ -82,9 +82,8 @@ def evaluate_temporal(ratings: Ratings, movies: Movies, params: Params, *, origi
         lambda: baselines.two_stage(theirs, data, warm, k, original))
     add("default", f"default pipeline ({params.ranker})", "warm",
         lambda: baselines.two_stage(ours, data, warm, k, params))
-    both = (sp.vstack([relevant["warm"][0], relevant["cold"][0]]).tocsr(),
-            np.concatenate([relevant["warm"][1], relevant["cold"][1]]))
-    relevant["all"] = both
+    relevant["all"] = (sp.vstack([relevant["warm"][0], relevant["cold"][0]]).tocsr(),
+                       np.concatenate([relevant["warm"][1], relevant["cold"][1]]))
     for key, cold_key, name in (
             ("default", "fallback@cold", "default pipeline + published fallback (the product)"),
             ("original", "popularity@cold", "original pipeline + original fallback (the seed)"),
