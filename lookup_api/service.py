@@ -54,6 +54,11 @@ class _Run:
     popular: bytes  # the stored JSON, never re-serialised
     users: frozenset[int]  # the ids with a list
 
+    def result(self, user_id: int | None, n: int, items: bytes | None = None, stale: bool = False) -> Result:
+        """Return the first ``n`` of ``items`` (a user's stored list; None: the popular list)."""
+        source, raw = (POPULAR, self.popular) if items is None else (PERSONALIZED, items)
+        return Result(user_id, source, self.run_id, self.generated_at, first_items(raw, n), stale)
+
 
 class Lookup:
     """Serve lists for one key prefix from an injected Redis client."""
@@ -130,17 +135,14 @@ class Lookup:
 
     def popular(self, n: int) -> Result:
         """Return the live run's popular list."""
-        run = self._with_run(lambda run: run)
-        if run is None:
-            return self._stale(None, n)
-        return Result(None, POPULAR, run.run_id, run.generated_at, first_items(run.popular, n))
+        return self._with_run(lambda run: run.result(None, n)) or self._stale(None, n)
 
     def recommendations(self, user_id: int, n: int) -> Result:
         """Return the user's list, or the popular list when the run has none for them."""
 
         def read(run: _Run) -> Result:
             if user_id not in run.users:  # unknown user: no round trip at all
-                return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items(run.popular, n))
+                return run.result(user_id, n)
             cached_run, lists = self._lists
             if cached_run != run.run_id:
                 lists = {}
@@ -154,15 +156,12 @@ class Lookup:
                     if len(lists) >= self.cache_size:
                         lists.clear()
                     lists[user_id] = items
-            return Result(user_id, PERSONALIZED, run.run_id, run.generated_at, first_items(items, n))
+            return run.result(user_id, n, items)
 
-        result = self._with_run(read)
-        return result if result is not None else self._stale(user_id, n)
+        return self._with_run(read) or self._stale(user_id, n)
 
     def _stale(self, user_id: int | None, n: int) -> Result:
-        run = self._last_good
-        return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items(run.popular, n),
-                      stale=True)
+        return self._last_good.result(user_id, n, stale=True)
 
     def ready(self) -> tuple[bool, str]:
         """Return (ready, reason): Redis answers, a live run with its keys exists (and, with ``max_age``
