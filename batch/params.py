@@ -101,8 +101,7 @@ class Params:
     @classmethod
     def from_dict(cls, data: dict) -> Params:
         """Build from a dict, rejecting unknown keys (a typo must not pass silently)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise ParamError(f"unknown parameter(s): {', '.join(unknown)}")
         try:
