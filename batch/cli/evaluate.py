@@ -1,7 +1,4 @@
-"""``recsys-batch evaluate`` and ``recsys-batch tune``: offline evaluation on the random and time splits.
-
-Registered on the group in :mod:`batch.cli`.
-"""
+"""``recsys-batch evaluate`` and ``recsys-batch tune``: offline evaluation on the random and time splits."""
 
 from __future__ import annotations
 

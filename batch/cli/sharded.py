@@ -1,8 +1,4 @@
-"""``recsys-batch train`` / ``score`` / ``publish``: the sharded variant of ``run``.
-
-Registered on the group in :mod:`batch.cli`; the work is in
-:mod:`batch.sharded`.
-"""
+"""``recsys-batch train`` / ``score`` / ``publish``: the sharded variant of ``run`` (:mod:`batch.sharded`)."""
 
 from __future__ import annotations
 
