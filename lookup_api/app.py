@@ -12,6 +12,7 @@ from lookup_api.contract.connection import connect, redact_url
 from lookup_api.contract.keys import DEFAULT_PREFIX, Keys
 from lookup_api.metrics import init_metrics
 from lookup_api.service import Lookup
+from lookup_api.views import bp
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,6 @@ def create_app(config: dict | None = None) -> Flask:
         max_age=float(app.config["MAX_RUN_AGE"] or 0),
     )
     log.info("lookup API on Redis %s, prefix %s", redact_url(app.config["REDIS_URL"]), app.config["PREFIX"])
-
-    from lookup_api.views import bp
-
     app.register_blueprint(bp)
     init_metrics(app)  # /metrics, request metrics, the live run's age
 

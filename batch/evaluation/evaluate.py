@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from batch.evaluation import baselines
+from batch.evaluation.evaluate_temporal import DEFAULT_ALS_POP, evaluate_temporal
 from batch.evaluation.protocol import ModelCache, fold_for, sample_users, score_lists, svd_errors
 from batch.evaluation.split import split_ratings
 from batch.models.ease import train_ease
@@ -97,8 +98,6 @@ def evaluate_protocols(ratings: Ratings, movies: Movies, params: Params,
                        als_pop: float | None = None,
                        phase: str = "test", original_users: int = 200) -> dict:
     """Run ``evaluate`` under each protocol (``random``, ``temporal``); one JSON-ready document."""
-    from batch.evaluation.evaluate_temporal import DEFAULT_ALS_POP, evaluate_temporal
-
     started = time.perf_counter()
     out = {}
     for name in protocols:
