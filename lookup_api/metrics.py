@@ -128,8 +128,7 @@ def init_metrics(app: Flask) -> None:
             requests.labels(rule.rule, status, "")
     lookup = app.extensions["lookup"]
     instrument_client(lookup.client, errors)
-    max_age = float(app.config["MAX_RUN_AGE"] or 0)
-    scrape.register(LiveRunCollector(lookup.client, lookup.keys, max_age))
+    scrape.register(LiveRunCollector(lookup.client, lookup.keys, lookup.max_age))
     children: dict[tuple, tuple] = {}  # (route, status, source) -> (counter child, histogram child)
 
     @app.before_request
