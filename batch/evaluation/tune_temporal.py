@@ -88,8 +88,7 @@ def tune_temporal(ratings: Ratings, movies: Movies, base: Params, ease_l2: float
         trials[-1]["random"] = random
         scored.append((temporal, by_p10(random), q))
     eligible = [s for s in scored if all(r >= b * RANDOM_MARGIN for r, b in zip(s[1], bar, strict=True))]
-    eligible = eligible or scored
-    temporal_key, random_key, chosen = max(eligible, key=lambda s: s[0])
+    temporal_key, random_key, chosen = max(eligible or scored, key=lambda s: s[0])
     seconds = time.perf_counter() - started
     log.info("temporal tune: warm P@10 %.4f (random %.4f, bar %.4f) in %.0fs", temporal_key[0],
              random_key[0], bar[0], seconds)
