@@ -82,8 +82,7 @@ class Params:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            problem = check(f, getattr(self, f.name))
-            if problem:
+            if problem := check(f, getattr(self, f.name)):
                 raise ParamError(f"{f.name} {problem}")
 
     def with_(self, **changes) -> Params:
