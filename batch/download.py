@@ -102,12 +102,11 @@ def _fetch(url: str, dest: Path, timeout: float) -> tuple[str, str]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, dest.open("wb") as out:
             expected = resp.headers.get("Content-Length")
-            received = 0
             while chunk := resp.read(1 << 20):
                 out.write(chunk)
                 md5.update(chunk)
                 sha.update(chunk)
-                received += len(chunk)
+            received = out.tell()
     except OSError as exc:  # URLError and TimeoutError are OSErrors
         raise DownloadError(f"download of {redact_url(url)} failed: {exc}") from None
     if expected is not None and received != int(expected):
