@@ -96,20 +96,18 @@ def find_dataset(data_dir: Path | str, release: Release = ML_1M) -> Path | None:
 
 def _fetch(url: str, dest: Path, timeout: float) -> tuple[str, str]:
     """Stream ``url`` to ``dest``; return its (md5, sha256) hex digests."""
-    import urllib.error
     import urllib.request
 
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, dest.open("wb") as out:
             expected = resp.headers.get("Content-Length")
-            received = 0
             while chunk := resp.read(1 << 20):
                 out.write(chunk)
                 md5.update(chunk)
                 sha.update(chunk)
-                received += len(chunk)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            received = out.tell()
+    except OSError as exc:  # URLError and TimeoutError are OSErrors
         raise DownloadError(f"download of {redact_url(url)} failed: {exc}") from None
     if expected is not None and received != int(expected):
         raise DownloadError(

@@ -21,7 +21,7 @@ from lookup_api.contract.keys import DEFAULT_KEEP
 
 log = logging.getLogger(__name__)
 
-Hook = Callable[[str], None] | None
+Hook = Callable[[str], None]  # called after each step named in the module docstring (fault injection)
 
 
 class PublishReport(NamedTuple):
@@ -32,11 +32,11 @@ class PublishReport(NamedTuple):
 
 
 def _skip(step: str) -> None:
-    pass
+    """The default hook: do nothing."""
 
 
 def publish(store: RunStore, run_id: str, lists: Iterable[tuple[int, bytes]], popular: bytes, meta: dict,
-            keep: int = DEFAULT_KEEP, token: str | None = None, hook: Hook = None) -> PublishReport:
+            keep: int = DEFAULT_KEEP, token: str | None = None, hook: Hook = _skip) -> PublishReport:
     """Write a run's lists, then :func:`commit` it (``token``: the lock held; None: take it here)."""
     if keep < 1:
         raise StoreError("keep must be at least 1")
@@ -45,19 +45,18 @@ def publish(store: RunStore, run_id: str, lists: Iterable[tuple[int, bytes]], po
             return publish(store, run_id, lists, popular, meta, keep, token, hook)
     started = time.perf_counter()
     user_ids = store.write_lists(run_id, lists, token)
-    (hook or _skip)("lists")
+    hook("lists")
     retired = commit(store, run_id, popular, user_ids, meta, keep, token, hook)
     return PublishReport(run_id, len(user_ids), time.perf_counter() - started, retired)
 
 
 def commit(store: RunStore, run_id: str, popular: bytes, user_ids: list[int], meta: dict,
-           keep: int, token: str, hook: Hook = None) -> list[str]:
+           keep: int, token: str, hook: Hook = _skip) -> list[str]:
     """Write the popular list, index and metadata, mark complete, flip, retire; return retired runs.
 
     Refused (LostLockError, ``current`` untouched, the run left pending) once ``token`` no
     longer holds the lock: such a run is never listed complete, never flipped to.
     """
-    hook = hook or _skip
     store.write_index(run_id, popular, user_ids, meta)
     hook("meta")
     if not store.holds(token):
@@ -86,9 +85,7 @@ def retire(store: RunStore, keep: int, token: str, previous: str | None = None) 
     live = store.current()
     history = [r for r, _ in store.runs()]
     broken = {r for r in history if r != live and missing(store, r, every_list=False)}
-    bad = {r for r in history if _rolled_back(store, r)}
-    good = [r for r in history if r not in bad and r not in broken]
-    order = [live, previous, *good, *[r for r in history if r in bad and r not in broken]]
+    order = [live, previous, *sorted(history, key=lambda r: _rolled_back(store, r))]  # stable: newest first
     keepers = [r for r in dict.fromkeys(order) if r in history and r not in broken][:keep]
     doomed = [r for r in history if r not in keepers and r != live]
     for run_id in store.pending():
@@ -136,7 +133,7 @@ def _rolled_back(store: RunStore, run_id: str) -> bool:
     return bool(store.client.hexists(store.keys.meta(run_id), "rolled_back_at"))
 
 
-def rollback(store: RunStore, run_id: str | None = None, hook: Hook = None) -> str:
+def rollback(store: RunStore, run_id: str | None = None, hook: Hook = _skip) -> str:
     """Point ``current`` at ``run_id`` (default: the newest intact complete run older than the live one).
 
     Takes the batch lock (refused while a run is publishing), refuses a run unless it is listed
@@ -158,9 +155,9 @@ def rollback(store: RunStore, run_id: str | None = None, hook: Hook = None) -> s
         elif problems := missing(store, run_id):
             raise StoreError(f"run {run_id} cannot be served ({', '.join(problems)} missing or wrong); "
                              "current was not moved")
-        (hook or _skip)("before_flip")
+        hook("before_flip")
         store.flip(run_id, token)
-        (hook or _skip)("after_flip")
+        hook("after_flip")
         if live in history and live != run_id:
             store.client.hset(store.keys.meta(live), "rolled_back_at", f"{time.time():.3f}")
         store.client.hdel(store.keys.meta(run_id), "rolled_back_at")

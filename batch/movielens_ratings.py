@@ -9,17 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from batch.movielens import (
-    ML_1M_FORMAT,
-    DataError,
-    Format,
-    Movies,
-    Ratings,
-    int_field,
-    load_movies,
-    read_bytes,
-    split_lines,
-)
+from batch.formats import ML_1M_FORMAT, DataError, Format
+from batch.movielens import Movies, Ratings, int_field, load_movies, read_bytes, split_lines
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +18,11 @@ CSV_HEADER = b"userId,movieId,rating,timestamp"
 
 
 def _rating_field(path: Path, lineno: int, value: str, fmt: Format) -> None:
-    if fmt.half_stars:
-        try:
-            float(value)
-        except ValueError:
-            raise DataError(path, lineno, f"rating {value[:40]!r} is not a number") from None
-    else:
-        try:
-            int(value)
-        except ValueError:
-            raise DataError(path, lineno, f"rating {value[:40]!r} is not an integer") from None
+    parse, kind = (float, "a number") if fmt.half_stars else (int, "an integer")
+    try:
+        parse(value)
+    except ValueError:
+        raise DataError(path, lineno, f"rating {value[:40]!r} is not {kind}") from None
 
 
 def _explain(path: Path, data: bytes, fmt: Format) -> DataError:

@@ -82,8 +82,7 @@ class Params:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            problem = check(f, getattr(self, f.name))
-            if problem:
+            if problem := check(f, getattr(self, f.name)):
                 raise ParamError(f"{f.name} {problem}")
 
     def with_(self, **changes) -> Params:
@@ -92,7 +91,7 @@ class Params:
 
     def kwargs(self, group: str) -> dict:
         """Return ``group``'s settings as the training call's keyword arguments (prefix stripped)."""
-        return {argument(f.name, group): getattr(self, f.name) for f in declared(group)}
+        return {f.name.removeprefix(f"{group}_"): getattr(self, f.name) for f in declared(group)}
 
     def to_dict(self) -> dict:
         """Return the parameters as a plain dict (the tuned file's ``params``)."""
@@ -101,8 +100,7 @@ class Params:
     @classmethod
     def from_dict(cls, data: dict) -> Params:
         """Build from a dict, rejecting unknown keys (a typo must not pass silently)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise ParamError(f"unknown parameter(s): {', '.join(unknown)}")
         try:
@@ -119,11 +117,6 @@ def declared(group: str | None = None) -> list[Field]:
 def group_names(group: str) -> tuple[str, ...]:
     """Return the names of ``group``'s settings (e.g. a model cache key)."""
     return tuple(f.name for f in declared(group))
-
-
-def argument(name: str, group: str) -> str:
-    """Return the keyword argument a setting is passed as: its name without the group prefix."""
-    return name.removeprefix(f"{group}_")
 
 
 def check(f: Field, value) -> str | None:
@@ -146,11 +139,9 @@ def check(f: Field, value) -> str | None:
 
 def tuned_document(path: Path | str | None = None) -> dict:
     """Return the whole tuned file (params + provenance); ``{}`` when the default file is absent."""
-    if path is None:
-        if not TUNED_PATH.exists():
-            return {}
-        path = TUNED_PATH
-    path = Path(path)
+    if path is None and not TUNED_PATH.exists():
+        return {}
+    path = Path(path or TUNED_PATH)
     try:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:

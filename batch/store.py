@@ -2,8 +2,6 @@
 
 The order of the steps is :mod:`batch.lifecycle`'s.  The lock shares ``current``'s Cluster slot
 (:attr:`Keys.lock`), so :meth:`RunStore.flip` checks it and moves ``current`` in one Lua script.
-A little over 250 lines on purpose: every Redis step of the lifecycle stays here, so that this is
-the only batch module that imports redis (STYLE lesson 2).
 """
 
 from __future__ import annotations
@@ -21,8 +19,8 @@ from itertools import islice
 
 import redis
 
-from lookup_api.contract.connection import UNAVAILABLE, connect, explain, redact_url
-from lookup_api.contract.items import PERSONALIZED, POPULAR, decode_items, first_items
+from lookup_api.contract.connection import UNAVAILABLE, connect, explain, redact_url, text
+from lookup_api.contract.items import decode_items
 from lookup_api.contract.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -44,10 +42,6 @@ class LockedError(StoreError):
 
 class LostLockError(StoreError):
     """This run's lock expired or was taken by another run: it must not write or flip."""
-
-
-def _text(value) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @contextmanager
@@ -81,18 +75,17 @@ class RunStore:
             raise StoreError(f"cannot reach Redis at {redact_url(url)}: {explain(exc)}") from None
         return cls(client, keys)
 
-    # -- reading ---------------------------------------------------------------------------------
     def current(self) -> str | None:
         """Return the live run id, or None before the first publish."""
-        return _text(self.client.get(self.keys.current))
+        return text(self.client.get(self.keys.current))
 
     def runs(self) -> list[tuple[str, float]]:
         """Return complete runs as ``(run_id, created_at)``, newest first."""
-        return [(_text(r), s) for r, s in self.client.zrevrange(self.keys.runs, 0, -1, withscores=True)]
+        return [(text(r), s) for r, s in self.client.zrevrange(self.keys.runs, 0, -1, withscores=True)]
 
     def pending(self) -> list[str]:
         """Return the runs being written, or left behind by a failed run or a cut-short deletion."""
-        return [_text(r) for r in self.client.zrange(self.keys.pending, 0, -1)]
+        return [text(r) for r in self.client.zrange(self.keys.pending, 0, -1)]
 
     def set_timings(self, run_id: str, timings: dict[str, float]) -> None:
         """Replace ``run_id``'s stage timings in its meta (publish and total are known after the flip)."""
@@ -102,7 +95,7 @@ class RunStore:
 
     def meta(self, run_id: str) -> dict[str, str]:
         """Return a run's metadata hash (empty when the run does not exist)."""
-        return {_text(k): _text(v) for k, v in self.client.hgetall(self.keys.meta(run_id)).items()}
+        return {text(k): text(v) for k, v in self.client.hgetall(self.keys.meta(run_id)).items()}
 
     def user_list(self, run_id: str, user_id: int) -> list[dict] | None:
         """Return a user's published list in ``run_id``, or None."""
@@ -114,27 +107,6 @@ class RunStore:
         raw = self.client.get(self.keys.popular(run_id))
         return None if raw is None else decode_items(raw)
 
-    def serve(self, user_id: int, n: int) -> tuple[str, str, list[dict]]:
-        """Return ``(run id, source, first n items)`` as the API serves ``user_id`` (popular if no list).
-
-        ``n`` follows the API's rule for ``?n=``: 1 to the run's list length, else ValueError.
-        """
-        live = self.current()
-        if live is None:
-            raise StoreError("no run has been published yet (run `recsys-batch run`)")
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.keys.user(live, user_id))
-        pipe.get(self.keys.popular(live))
-        pipe.hget(self.keys.meta(live), "top_n")
-        raw, popular, top_n = pipe.execute()
-        if popular is None:
-            raise StoreError(f"the live run {live} has no keys (deleted?); see `recsys-batch status`")
-        top_n = int(top_n or len(decode_items(popular)))
-        if not 1 <= n <= top_n:
-            raise ValueError(f"n must be an integer from 1 to {top_n}, got {n}")
-        return live, PERSONALIZED if raw else POPULAR, decode_items(first_items(raw or popular, n))
-
-    # -- locking ---------------------------------------------------------------------------------
     @contextmanager
     def lock(self, ttl: float = 60.0, token: str | None = None, keep: bool = False) -> Iterator[str]:
         """Hold the batch lock, renewed every ``ttl / 3`` s by a heartbeat thread; yield its token.
@@ -177,7 +149,7 @@ class RunStore:
         """Take the lock for ``ttl`` seconds (no heartbeat); return its token or raise LockedError."""
         token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         if not self.client.set(self.keys.lock, token, nx=True, px=max(int(ttl * 1000), 1)):
-            holder = _text(self.client.get(self.keys.lock)) or "?"
+            holder = text(self.client.get(self.keys.lock)) or "?"
             left = max(self.client.pttl(self.keys.lock), 0) / 1000
             raise LockedError(f"another batch run holds the lock {self.keys.lock} ({holder}, expires in "
                               f"{left:.0f}s unless renewed); not starting a second one")
@@ -191,13 +163,12 @@ class RunStore:
 
     def holds(self, token: str) -> bool:
         """Return True while ``token`` still holds the lock."""
-        return _text(self.client.get(self.keys.lock)) == token
+        return text(self.client.get(self.keys.lock)) == token
 
     def release(self, token: str) -> None:
         """Release the lock if ``token`` still holds it."""
         self.client.eval(_RELEASE, 1, self.keys.lock, token)
 
-    # -- writing ---------------------------------------------------------------------------------
     def write_lists(self, run_id: str, lists: Iterable[tuple[int, bytes]], token: str) -> list[int]:
         """Write user lists in pipelined chunks under ``run_id`` (registered pending); return their ids.
 
@@ -212,7 +183,7 @@ class RunStore:
             for user_id, payload in chunk:
                 pipe.set(self.keys.user(run_id, user_id), payload)
                 user_ids.append(int(user_id))
-            if _text(pipe.execute()[0]) != token:
+            if text(pipe.execute()[0]) != token:
                 raise LostLockError(f"run {run_id} lost the batch lock while writing (expired or taken by "
                                     "another run); stopped, current was not moved")
         return user_ids
@@ -244,7 +215,7 @@ class RunStore:
         if not done:
             raise LostLockError(f"run {run_id} lost the batch lock before publishing (expired or taken by "
                                 "another run); current was not moved")
-        return _text(previous[0]) if previous else None
+        return text(previous[0]) if previous else None
 
     def unpend(self, run_id: str) -> None:
         """Remove ``run_id`` from the pending runs (it is live or listed complete)."""

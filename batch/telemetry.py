@@ -1,16 +1,8 @@
 """Run telemetry for the batch: figures in the run meta, a Pushgateway push, JSON log lines.
 
-Pushed to the Pushgateway (job ``recsys-batch``, grouped by job and key ``prefix``):
-
-- ``recsys_batch_success``: 1 after a published run, 0 after a failed one;
-- ``recsys_batch_last_success_timestamp_seconds`` / ``recsys_batch_last_failure_timestamp_seconds``;
-- ``recsys_batch_stage_duration_seconds{stage}``: load, als, svd, ..., publish, total;
-- ``recsys_batch_users``, ``recsys_batch_items``, ``recsys_batch_ratings``,
-  ``recsys_batch_empty_lists``, ``recsys_batch_popular_items``: the run's counts;
-- ``recsys_batch_run_info{run_id}`` (success) / ``recsys_batch_failure_info{error}`` (failure).
-
-A success replaces the group; a failure adds its metrics to it (the last success time stays).  A
-push that fails logs a warning and never fails the run.
+Pushed as job ``recsys-batch``, grouped by the key ``prefix``; every series is listed in
+docs/observability.md.  A success replaces the group; a failure adds its metrics to it (the last
+success time stays).  A push that fails logs a warning and never fails the run.
 """
 
 from __future__ import annotations
@@ -106,13 +98,6 @@ def push(gateway: str, registry, prefix: str, replace: bool) -> bool:
     return True
 
 
-def log_stages(result) -> None:
-    """Log one line per stage with the run id, stage and seconds (fields of the JSON log format)."""
-    for stage, seconds in result.timings.items():
-        log.info("run %s stage %s: %.3fs", result.run_id, stage, seconds,
-                 extra={"run_id": result.run_id, "stage": stage, "seconds": round(seconds, 3)})
-
-
 def reported(func):
     """Wrap ``run``: log its stages, push its metrics to ``pushgateway`` (if given), success or not."""
 
@@ -126,7 +111,9 @@ def reported(func):
             if pushgateway:
                 push(pushgateway, failure_registry(exc, time.time()), obj.prefix, replace=False)
             raise
-        log_stages(result)
+        for stage, seconds in result.timings.items():  # run_id, stage, seconds: fields of the JSON logs
+            log.info("run %s stage %s: %.3fs", result.run_id, stage, seconds,
+                     extra={"run_id": result.run_id, "stage": stage, "seconds": round(seconds, 3)})
         if pushgateway and not kwargs.get("dry_run"):
             push(pushgateway, success_registry(result, time.time()), obj.prefix, replace=True)
         return result

@@ -12,6 +12,7 @@ from lookup_api.contract.connection import connect, redact_url
 from lookup_api.contract.keys import DEFAULT_PREFIX, Keys
 from lookup_api.metrics import init_metrics
 from lookup_api.service import Lookup
+from lookup_api.views import bp
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ DEFAULTS = {
     "RETRY_AFTER": 1.0,  # seconds to serve stale answers without asking Redis after it failed
     "MAX_RUN_AGE": 0,  # seconds; > 0: /readyz is 503 while the live run is older (RECSYS_MAX_RUN_AGE)
     "MAX_USER_ID": 2**31 - 1,
-    "JSON_SORT_KEYS": False,
+    "METRICS": True,  # RECSYS_METRICS=false: no /metrics, no request hooks
 }
 
 
@@ -62,11 +63,8 @@ def create_app(config: dict | None = None) -> Flask:
         max_age=float(app.config["MAX_RUN_AGE"] or 0),
     )
     log.info("lookup API on Redis %s, prefix %s", redact_url(app.config["REDIS_URL"]), app.config["PREFIX"])
-
-    from lookup_api.views import bp
-
     app.register_blueprint(bp)
-    init_metrics(app)  # /metrics, request metrics, /readyz's optional maximum run age
+    init_metrics(app)  # /metrics, request metrics, the live run's age
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

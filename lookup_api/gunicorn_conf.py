@@ -2,16 +2,12 @@
 
     gunicorn -c python:lookup_api.gunicorn_conf -w 2 -b 127.0.0.1:8000 'lookup_api:create_app()'
 
-- ``PROMETHEUS_MULTIPROC_DIR``: where every worker writes its metric files; default
-  ``$TMPDIR/recsys-metrics-<master pid>`` (removed on exit).  Its ``*.db`` files are deleted when
-  gunicorn starts, and a dead worker's live gauges are dropped (``child_exit``).  A master started
-  by another one (``kill -USR2``, a binary upgrade) never cleans or removes the old master's live
-  directory: it takes a default directory of its own (``RECSYS_METRICS_DIR_OWNER`` tells them apart).
-- Access log: one JSON object per line on stdout (``RECSYS_ACCESS_LOG``: a file path, ``-`` for
-  stdout, the default, or empty for none): ``time``, ``remote``, ``method``, ``path``, ``query``,
-  ``status``, ``bytes``, ``duration_ms``, ``user_agent``, ``pid``.
-Command-line flags still override these (``--access-logfile``; ``--access-logformat`` brings back
-gunicorn's own format).
+Its settings (``PROMETHEUS_MULTIPROC_DIR``, ``RECSYS_ACCESS_LOG``) and the access log's fields are
+listed in docs/observability.md; command-line flags still override them.  The metrics directory's
+``*.db`` files are deleted when gunicorn starts, and a dead worker's live gauges are dropped
+(``child_exit``).  A master started by another one (``kill -USR2``, a binary upgrade) never cleans
+or removes the old master's live directory: it takes a default directory of its own
+(``RECSYS_METRICS_DIR_OWNER`` tells them apart).
 """
 
 from __future__ import annotations

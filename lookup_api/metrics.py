@@ -1,23 +1,11 @@
-"""Prometheus metrics for the lookup API (``GET /metrics``) and the live run's freshness.
+"""Prometheus metrics for the lookup API: ``GET /metrics``, requests, latency, Redis errors, the live run.
 
-``init_metrics(app)`` adds, with two request hooks and no Redis call on the lookup path:
-
-- ``recsys_api_requests_total{route, status, source}``: requests; ``route`` is the URL rule
-  (``/recommendations/<user_id>``; ``<unmatched>`` for 404/405), ``source`` is ``personalized``,
-  ``popular`` or ``stale`` for lookups and empty for the other routes;
-- ``recsys_api_request_duration_seconds{route}``: a latency histogram (Flask handling time);
-- ``recsys_api_redis_errors_total{kind}``: failed Redis calls, ``kind`` = ``timeout``,
-  ``connection`` or ``error``;
-- at scrape time, read from Redis: ``recsys_live_run_info{run_id}``, ``recsys_live_run_age_seconds``
-  and, when ``RECSYS_MAX_RUN_AGE`` is set, ``recsys_live_run_max_age_seconds``.
-
-Under gunicorn the counters are shared by every worker through prometheus_client's multiprocess
-mode: ``lookup_api/gunicorn_conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` and cleans it at start.
-Without that variable (one process) they live in the app's own registry.
-
-``RECSYS_MAX_RUN_AGE`` (seconds, 0 = off, the default; the check itself is
-:meth:`~lookup_api.service.Lookup.ready`'s) is exported as a gauge too.  ``RECSYS_METRICS=false``
-turns all of this off.
+Every series and label is listed in docs/observability.md.  ``init_metrics(app)`` adds two request
+hooks and no Redis call on the lookup path; the live run's id and age (and ``RECSYS_MAX_RUN_AGE``,
+whose check is :meth:`~lookup_api.service.Lookup.ready`'s) are read at scrape time.  Under gunicorn
+the workers share the counters through prometheus_client's multiprocess mode
+(``lookup_api/gunicorn_conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR``); without it they live in the
+app's own registry.  ``RECSYS_METRICS=false`` turns all of this off.
 """
 
 from __future__ import annotations
@@ -31,13 +19,11 @@ from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
+from lookup_api.contract.connection import text
 from lookup_api.contract.keys import Keys
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {
-    "METRICS": True,  # RECSYS_METRICS=false: no /metrics, no request hooks
-}
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 UNMATCHED = "<unmatched>"
 
@@ -76,16 +62,6 @@ def instrument_client(client: redis.Redis, errors: Counter) -> None:
     client.pipeline = pipeline
 
 
-def live_run(client: redis.Redis, keys: Keys) -> tuple[str, float | None] | None:
-    """Return ``(live run id, created unix time)`` from Redis, or None before the first run."""
-    run_id = client.get(keys.current)
-    if run_id is None:
-        return None
-    run_id = run_id.decode() if isinstance(run_id, bytes) else run_id
-    created = client.hget(keys.meta(run_id), "created_ts")
-    return run_id, float(created) if created is not None else None
-
-
 class LiveRunCollector:
     """Read the live run from Redis at scrape time: its id, its age and the configured maximum."""
 
@@ -103,19 +79,19 @@ class LiveRunCollector:
                                     "Configured maximum age of the live run (RECSYS_MAX_RUN_AGE).",
                                     value=self.max_age)
         try:
-            live = live_run(self.client, self.keys)
+            run_id = text(self.client.get(self.keys.current))
+            created = self.client.hget(self.keys.meta(run_id), "created_ts") if run_id else None
         except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
             log.warning("metrics: cannot read the live run (%s)", type(exc).__name__)
             return
-        if live is None:
+        if run_id is None:
             return
-        run_id, created = live
         yield InfoMetricFamily("recsys_live_run", "The run the API serves (recsys:current).",
                                value={"run_id": run_id})
         if created is not None:
             yield GaugeMetricFamily("recsys_live_run_age_seconds",
                                     "Seconds since the live run was created.",
-                                    value=max(time.time() - created, 0.0))
+                                    value=max(time.time() - float(created), 0.0))
 
 
 def _registries() -> tuple[CollectorRegistry, CollectorRegistry]:
@@ -135,8 +111,6 @@ def _registries() -> tuple[CollectorRegistry, CollectorRegistry]:
 
 def init_metrics(app: Flask) -> None:
     """Add ``/metrics`` and the request hooks to ``app``."""
-    for key, value in DEFAULTS.items():
-        app.config.setdefault(key, value)
     if not app.config["METRICS"]:
         return
     own, scrape = _registries()
@@ -154,8 +128,7 @@ def init_metrics(app: Flask) -> None:
             requests.labels(rule.rule, status, "")
     lookup = app.extensions["lookup"]
     instrument_client(lookup.client, errors)
-    max_age = float(app.config["MAX_RUN_AGE"] or 0)
-    scrape.register(LiveRunCollector(lookup.client, lookup.keys, max_age))
+    scrape.register(LiveRunCollector(lookup.client, lookup.keys, lookup.max_age))
     children: dict[tuple, tuple] = {}  # (route, status, source) -> (counter child, histogram child)
 
     @app.before_request

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import redis
 
-from lookup_api.contract.connection import UNAVAILABLE
+from lookup_api.contract.connection import UNAVAILABLE, text
 from lookup_api.contract.items import PERSONALIZED, POPULAR, first_items
 from lookup_api.contract.keys import Keys
 
@@ -54,9 +54,10 @@ class _Run:
     popular: bytes  # the stored JSON, never re-serialised
     users: frozenset[int]  # the ids with a list
 
-
-def _text(value) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
+    def result(self, user_id: int | None, n: int, items: bytes | None = None, stale: bool = False) -> Result:
+        """Return the first ``n`` of ``items`` (a user's stored list; None: the popular list)."""
+        source, raw = (POPULAR, self.popular) if items is None else (PERSONALIZED, items)
+        return Result(user_id, source, self.run_id, self.generated_at, first_items(raw, n), stale)
 
 
 class Lookup:
@@ -71,20 +72,17 @@ class Lookup:
         self._runs: dict[str, _Run] = {}
         self._last_good: _Run | None = None
         # (run id, that run's lists): swapped as one tuple, so threads never mix two runs' lists
-        self._lists: tuple[str | None, dict[int, bytes | None]] = (None, {})
+        self._lists: tuple[str | None, dict[int, bytes]] = (None, {})
 
     def _current(self, refresh: bool = False) -> _Run:
         now = time.monotonic()
         if refresh or self._pointer is None or now - self._pointer[1] > self.pointer_ttl:
-            run_id = _text(self.client.get(self.keys.current))
+            run_id = text(self.client.get(self.keys.current))
             if run_id is None:
                 raise NoLiveRun("no run has been published yet")
             self._pointer = (run_id, now)
         run_id = self._pointer[0]
-        run = self._runs.get(run_id)
-        if run is None:
-            run = self._load_run(run_id)
-        return run
+        return self._runs.get(run_id) or self._load_run(run_id)
 
     def _load_run(self, run_id: str) -> _Run:
         pipe = self.client.pipeline(transaction=False)
@@ -94,7 +92,7 @@ class Lookup:
         (created, top_n), popular, users = pipe.execute()
         if popular is None or users is None:
             raise KeyError(run_id)  # retired under us
-        run = _Run(run_id, _text(created), int(top_n or 0) or len(json.loads(popular)), popular,
+        run = _Run(run_id, text(created), int(top_n or 0) or len(json.loads(popular)), popular,
                    frozenset(json.loads(users)))
         self._runs = {run_id: run}  # keep only the live run's cache
         self._last_good = run
@@ -137,43 +135,33 @@ class Lookup:
 
     def popular(self, n: int) -> Result:
         """Return the live run's popular list."""
-        run = self._with_run(lambda run: run)
-        if run is None:
-            return self._stale(None, n)
-        return Result(None, POPULAR, run.run_id, run.generated_at, first_items(run.popular, n))
+        return self._with_run(lambda run: run.result(None, n)) or self._stale(None, n)
 
     def recommendations(self, user_id: int, n: int) -> Result:
         """Return the user's list, or the popular list when the run has none for them."""
 
         def read(run: _Run) -> Result:
+            if user_id not in run.users:  # unknown user: no round trip at all
+                return run.result(user_id, n)
             cached_run, lists = self._lists
             if cached_run != run.run_id:
                 lists = {}
                 self._lists = (run.run_id, lists)
-            if user_id in lists:
-                items = lists[user_id]
-            elif user_id not in run.users:
-                items = None  # unknown user: no round trip at all
-            else:
-                raw = self.client.get(self.keys.user(run.run_id, user_id))  # one round trip
-                if raw is None:  # a known user's list is gone: the run was retired
+            items = lists.get(user_id)
+            if items is None:
+                items = self.client.get(self.keys.user(run.run_id, user_id))  # one round trip
+                if items is None:  # a known user's list is gone: the run was retired
                     raise KeyError(run.run_id)  # retry on the new live run
-                items = raw  # bytes: cheap to keep, invisible to the garbage collector
-                if self.cache_size:
+                if self.cache_size:  # bytes: cheap to keep, invisible to the garbage collector
                     if len(lists) >= self.cache_size:
                         lists.clear()
                     lists[user_id] = items
-            if items is not None:
-                return Result(user_id, PERSONALIZED, run.run_id, run.generated_at, first_items(items, n))
-            return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items(run.popular, n))
+            return run.result(user_id, n, items)
 
-        result = self._with_run(read)
-        return result if result is not None else self._stale(user_id, n)
+        return self._with_run(read) or self._stale(user_id, n)
 
     def _stale(self, user_id: int | None, n: int) -> Result:
-        run = self._last_good
-        return Result(user_id, POPULAR, run.run_id, run.generated_at, first_items(run.popular, n),
-                      stale=True)
+        return self._last_good.result(user_id, n, stale=True)
 
     def ready(self) -> tuple[bool, str]:
         """Return (ready, reason): Redis answers, a live run with its keys exists (and, with ``max_age``

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import redis
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import BadRequest  # 400 JSON, from the app's HTTPException handler
 
 from lookup_api.service import Lookup, NoLiveRun, Result, StoreUnavailable
 
@@ -14,10 +15,6 @@ bp = Blueprint("lookup", __name__)
 
 OPENAPI = Path(__file__).with_name("openapi.json")
 DEFAULT_N = 10
-
-
-class BadRequest(Exception):
-    """Invalid path or query input (answered with 400)."""
 
 
 def _lookup() -> Lookup:
@@ -57,12 +54,6 @@ def _respond(result: Result) -> Response:
 
 def _error(status: int, message: str) -> tuple[Response, int]:
     return jsonify(error=message, status=status), status
-
-
-@bp.errorhandler(BadRequest)
-def bad_request(exc: BadRequest):
-    """Answer invalid input with 400 JSON."""
-    return _error(400, str(exc))
 
 
 @bp.errorhandler(NoLiveRun)

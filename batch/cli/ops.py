@@ -10,19 +10,13 @@ from pathlib import Path
 import click
 
 from batch import telemetry
-from batch.cli.common import Context, fail_cleanly, redis_errors
+from batch.cli.common import Context, describe, fail_cleanly, redis_errors
 from batch.cli.options import param_options
 from batch.params import TUNED_PATH, load_params
+from lookup_api.contract.items import PERSONALIZED, POPULAR
 from lookup_api.contract.keys import DEFAULT_KEEP
 
 log = logging.getLogger(__name__)
-
-
-def describe(client) -> str:
-    """Return where ``client`` points (the contract's description; imports redis only when called)."""
-    from lookup_api.contract.connection import describe as where
-
-    return where(client)
 
 
 @click.command(short_help="Train on all ratings, rank for every user, publish atomically.")
@@ -169,15 +163,19 @@ def show(obj: Context, user_id, n):
       recsys-batch show 42 -n 5
     """
     store = _read_only_store(obj)
-    if store is None:
-        raise click.ClickException("no run has been published yet (run `recsys-batch run`)")
-    try:
-        with redis_errors(obj.redis_url):
-            run_id, source, items = store.serve(user_id, n)
-    except ValueError as exc:  # the API's rule for ?n= (400 there)
-        raise click.BadParameter(str(exc), param_hint="'-n'") from None
-    click.echo(f"user {user_id}: {source} list from run {run_id}")
-    for rank, item in enumerate(items, start=1):
+    with redis_errors(obj.redis_url):
+        live = store.current() if store is not None else None
+        if live is None:
+            raise click.ClickException("no run has been published yet (run `recsys-batch run`)")
+        popular, mine = store.popular_list(live), store.user_list(live, user_id)
+        top_n = int(store.meta(live).get("top_n") or len(popular or []))
+    if popular is None:
+        raise click.ClickException(f"the live run {live} has no keys (deleted?); see `recsys-batch status`")
+    if not 1 <= n <= top_n:  # the API's rule for ?n= (400 there)
+        raise click.BadParameter(f"n must be an integer from 1 to {top_n}, got {n}", param_hint="'-n'")
+    source, items = (POPULAR, popular) if mine is None else (PERSONALIZED, mine)
+    click.echo(f"user {user_id}: {source} list from run {live}")
+    for rank, item in enumerate(items[:n], start=1):
         click.echo(f"{rank:3d}. {item['title']} [{'|'.join(item['genres'])}] (movie {item['movie_id']}, "
                    f"score {item['score']:.3f}, predicted rating {item['predicted_rating']:.1f})")
 

@@ -9,11 +9,6 @@ import click
 from batch.params import declared
 
 
-def option_name(f: Field) -> str:
-    """Return the command-line option of a setting (``als_factors`` -> ``--als-factors``)."""
-    return "--" + f.name.replace("_", "-")
-
-
 def _type(f: Field) -> click.ParamType:
     meta = f.metadata
     if meta["choices"] is not None:
@@ -29,7 +24,8 @@ def param_option(f: Field | str):
     if isinstance(f, str):
         f = next(field for field in declared() if field.name == f)
     default = f.default if f.default is not MISSING else None
-    return click.option(option_name(f), f.name, type=_type(f), default=None, show_default=False,
+    option = "--" + f.name.replace("_", "-")  # als_factors -> --als-factors
+    return click.option(option, f.name, type=_type(f), default=None, show_default=False,
                         help=f"{f.metadata['help']} [default: tuned file, else {default}]")
 
 

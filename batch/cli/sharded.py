@@ -1,8 +1,4 @@
-"""``recsys-batch train`` / ``score`` / ``publish``: the sharded variant of ``run``.
-
-Registered on the group in :mod:`batch.cli`; the work is in
-:mod:`batch.sharded`.
-"""
+"""``recsys-batch train`` / ``score`` / ``publish``: the sharded variant of ``run`` (:mod:`batch.sharded`)."""
 
 from __future__ import annotations
 
@@ -15,12 +11,13 @@ from batch.cli.options import param_option
 from batch.params import load_params
 from lookup_api.contract.keys import DEFAULT_KEEP
 
+ARTIFACTS = {"type": click.Path(file_okay=False, path_type=Path), "required": True,
+             "envvar": "RECSYS_ARTIFACTS"}  # the --artifacts option of every step
 ARTIFACTS_HELP = "Directory for model artifacts shared by train, score and publish (e.g. a volume)."
 
 
 @click.command()
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), required=True,
-              envvar="RECSYS_ARTIFACTS", help=ARTIFACTS_HELP + " [env: RECSYS_ARTIFACTS]")
+@click.option("--artifacts", **ARTIFACTS, help=ARTIFACTS_HELP + " [env: RECSYS_ARTIFACTS]")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Parameter file written by `tune` [default: the tuned file, else defaults].")
 @param_option("top_n")
@@ -52,8 +49,7 @@ def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset
 
 
 @click.command()
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), required=True,
-              envvar="RECSYS_ARTIFACTS", help=ARTIFACTS_HELP)
+@click.option("--artifacts", **ARTIFACTS, help=ARTIFACTS_HELP)
 @click.option("--shard", required=True, envvar="RECSYS_SHARD",
               help="I/N: score the I-th of N user slices (0-based). With JOB_COMPLETION_INDEX set "
                    "(Kubernetes Indexed Job), '$JOB_COMPLETION_INDEX/N' may be given as 'index/N'.")
@@ -82,8 +78,7 @@ def score(obj: Context, artifacts, shard):
 
 
 @click.command()
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), required=True,
-              envvar="RECSYS_ARTIFACTS", help=ARTIFACTS_HELP)
+@click.option("--artifacts", **ARTIFACTS, help=ARTIFACTS_HELP)
 @click.option("--shards", type=click.IntRange(1), required=True, help="How many shards the run has.")
 @click.option("--keep", type=click.IntRange(1, 100), default=DEFAULT_KEEP,
               help="Complete runs to keep in Redis (older ones are deleted).")

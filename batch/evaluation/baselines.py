@@ -20,11 +20,6 @@ def global_ranking(scores: np.ndarray, seen: sp.csr_matrix, users: np.ndarray, k
     return ids
 
 
-def popularity(data: Interactions, users: np.ndarray, k: int, min_count: int = 100) -> np.ndarray:
-    """The original popular list: movies with >= ``min_count`` ratings by mean rating."""
-    return global_ranking(popularity_scores(data.matrix, "mean", min_count), data.matrix, users, k)
-
-
 def most_rated(data: Interactions, users: np.ndarray, k: int) -> np.ndarray:
     """Movies by number of ratings."""
     return global_ranking(popularity_scores(data.matrix, "count"), data.matrix, users, k)

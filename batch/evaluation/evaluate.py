@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from batch.evaluation import baselines
+from batch.evaluation.evaluate_temporal import DEFAULT_ALS_POP, evaluate_temporal
 from batch.evaluation.protocol import ModelCache, fold_for, sample_users, score_lists, svd_errors
 from batch.evaluation.split import split_ratings
 from batch.models.ease import train_ease
@@ -51,8 +52,8 @@ def evaluate(ratings: Ratings, movies: Movies, params: Params, *, original: Para
         log.info("%s: P@10 %.4f (%s users, %.1fs)", name, row["curves"]["precision"][min(9, k - 1)],
                  len(who), row["seconds"])
 
-    add("popularity", "popularity (>=100 ratings, by mean)", lambda u: baselines.popularity(
-        data, u, k, original.popularity_min_count))
+    add("popularity", "popularity (>=100 ratings, by mean)",
+        lambda u: baselines.global_ranking(theirs.popularity, data.matrix, u, k))
     add("most_rated", "most-rated", lambda u: baselines.most_rated(data, u, k))
     add("content", "TF-IDF content only", lambda u: baselines.content_only(ours, data, u, k, params))
     add("als_original", "ALS only (original params)", lambda u: baselines.als_only(theirs, data, u, k))
@@ -97,8 +98,6 @@ def evaluate_protocols(ratings: Ratings, movies: Movies, params: Params,
                        als_pop: float | None = None,
                        phase: str = "test", original_users: int = 200) -> dict:
     """Run ``evaluate`` under each protocol (``random``, ``temporal``); one JSON-ready document."""
-    from batch.evaluation.evaluate_temporal import DEFAULT_ALS_POP, evaluate_temporal
-
     started = time.perf_counter()
     out = {}
     for name in protocols:

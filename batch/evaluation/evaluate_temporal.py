@@ -11,24 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
 
 from batch import pipeline
 from batch.evaluation import baselines
-from batch.evaluation.fallback import (
-    BASE_RULES,
-    HALF_LIVES,
-    choose_fallback,
-    compare_rules,
-    describe,
-    served_lists,
-)
+from batch.evaluation.fallback import describe, fallback_comparison, served_lists
 from batch.evaluation.protocol import ModelCache, pad, phase_parts, rounded_curves
 from batch.evaluation.split import make_fold
 from batch.evaluation.temporal import cold_users, split_by_time
-from batch.interactions import Interactions
 from batch.models.ease import train_ease
 from batch.movielens import Movies, Ratings
 from batch.params import Params
@@ -40,23 +33,6 @@ DEFAULT_ALS_POP = 0.3  # ALS + popularity row's weight when the tuned file has n
 
 def _day(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def fallback_comparison(ratings: Ratings, split, params: Params, phase: str) -> dict:
-    """Compare the cold-start rules: the choice on validation, and the same rules on ``phase``."""
-    fit, held = phase_parts(split, "validation")
-    data = Interactions.from_ratings(ratings.take(fit))
-    chosen, trials, guard = choose_fallback(data, cold_users(data, ratings.take(held)), params)
-    doc = {"validation": trials, "recency_guard": guard, "chosen_on_validation": chosen,
-           "published": {k: getattr(params, k) for k in chosen}, "published_rule": describe(params)}
-    if phase != "validation":
-        fit, held = phase_parts(split, phase)
-        data = Interactions.from_ratings(ratings.take(fit))
-        base = {k: v for k, v in chosen.items() if k != "popularity_recency_days"}
-        recency = [{**base, "popularity_recency_days": h} for h in HALF_LIVES]
-        doc[phase] = compare_rules(data, cold_users(data, ratings.take(held)), params,
-                                   [*BASE_RULES, *recency])
-    return doc
 
 
 def evaluate_temporal(ratings: Ratings, movies: Movies, params: Params, *, original: Params | None = None,
@@ -77,41 +53,37 @@ def evaluate_temporal(ratings: Ratings, movies: Movies, params: Params, *, origi
     served: dict[str, np.ndarray] = {}
     rows: list[dict] = []
 
-    def add(key: str, name: str, segment: str, recs: np.ndarray, begun: float) -> None:
-        served[key] = recs = pad(recs, k)
+    def add(key: str, name: str, segment: str, make) -> None:
+        begun = time.perf_counter()
+        served[key] = recs = pad(make(), k)
         rows.append({"key": key, "name": name, "segment": segment, "users": len(recs),
                      "curves": rounded_curves(recs, *relevant[segment], data.n_items),
                      "seconds": round(time.perf_counter() - begun, 3)})
         log.info("%s (%s): P@10 %.4f, %s users", name, segment, rows[-1]["curves"]["precision"][9], len(recs))
 
-    def warm_row(key: str, name: str, make) -> None:
-        begun = time.perf_counter()
-        add(key, name, "warm", make(), begun)
-
     # What the API serves a user without a list: the published popular list, as is.
     published = pipeline.popular(ours, params.top_n)[0]
     seed_list = pipeline.popular(theirs, original.top_n)[0]
     add("fallback@cold", f"published fallback ({describe(params)})", "cold",
-        served_lists(published, len(cold), k), time.perf_counter())
+        lambda: served_lists(published, len(cold), k))
     add("popularity@cold", f"original fallback ({describe(original)})", "cold",
-        served_lists(seed_list, len(cold), k), time.perf_counter())
-    warm_row("popularity", "popularity (>=100 ratings, by mean)",
-             lambda: baselines.global_ranking(theirs.popularity, data.matrix, warm, k))
-    warm_row("most_rated", "most-rated", lambda: baselines.most_rated(data, warm, k))
-    warm_row("fallback", "published fallback list, rated movies removed",
-             lambda: baselines.global_ranking(ours.popularity, data.matrix, warm, k))
-    warm_row("als", "ALS only (tuned)", lambda: baselines.als_only(ours, data, warm, k))
-    warm_row("als_pop", f"ALS + popularity (weight {als_pop:g})",
-             lambda: baselines.als_popularity(ours, data, warm, k, als_pop))
+        lambda: served_lists(seed_list, len(cold), k))
+    add("popularity", "popularity (>=100 ratings, by mean)", "warm",
+        lambda: baselines.global_ranking(theirs.popularity, data.matrix, warm, k))
+    add("most_rated", "most-rated", "warm", lambda: baselines.most_rated(data, warm, k))
+    add("fallback", "published fallback list, rated movies removed", "warm",
+        lambda: baselines.global_ranking(ours.popularity, data.matrix, warm, k))
+    add("als", "ALS only (tuned)", "warm", lambda: baselines.als_only(ours, data, warm, k))
+    add("als_pop", f"ALS + popularity (weight {als_pop:g})", "warm",
+        lambda: baselines.als_popularity(ours, data, warm, k, als_pop))
     ease = cache.timed("fit_ease", lambda: train_ease(data.matrix, ease_l2))
-    warm_row("ease", f"EASE (l2={ease_l2:g})", lambda: baselines.ease(ease, data, warm, k))
-    warm_row("original", "original pipeline (ALS+TF-IDF -> SVD)",
-             lambda: baselines.two_stage(theirs, data, warm, k, original))
-    warm_row("default", f"default pipeline ({params.ranker})",
-             lambda: baselines.two_stage(ours, data, warm, k, params))
-    both = (sp.vstack([relevant["warm"][0], relevant["cold"][0]]).tocsr(),
-            np.concatenate([relevant["warm"][1], relevant["cold"][1]]))
-    relevant["all"] = both
+    add("ease", f"EASE (l2={ease_l2:g})", "warm", lambda: baselines.ease(ease, data, warm, k))
+    add("original", "original pipeline (ALS+TF-IDF -> SVD)", "warm",
+        lambda: baselines.two_stage(theirs, data, warm, k, original))
+    add("default", f"default pipeline ({params.ranker})", "warm",
+        lambda: baselines.two_stage(ours, data, warm, k, params))
+    relevant["all"] = (sp.vstack([relevant["warm"][0], relevant["cold"][0]]).tocsr(),
+                       np.concatenate([relevant["warm"][1], relevant["cold"][1]]))
     for key, cold_key, name in (
             ("default", "fallback@cold", "default pipeline + published fallback (the product)"),
             ("original", "popularity@cold", "original pipeline + original fallback (the seed)"),
@@ -120,7 +92,7 @@ def evaluate_temporal(ratings: Ratings, movies: Movies, params: Params, *, origi
             ("ease", "fallback@cold", "EASE + published fallback"),
             ("fallback", "fallback@cold", "published fallback list for everyone"),
             ("popularity", "popularity@cold", "original fallback list for everyone")):
-        add(f"{key}@all", name, "all", np.concatenate([served[key], served[cold_key]]), time.perf_counter())
+        add(f"{key}@all", name, "all", partial(np.concatenate, [served[key], served[cold_key]]))
     comparison = fallback_comparison(ratings, split, params, phase)
     seconds = time.perf_counter() - started
     sizes = {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)}

@@ -12,10 +12,13 @@ import logging
 import numpy as np
 
 from batch import pipeline
-from batch.evaluation.metrics import hits, ranking_curves
-from batch.evaluation.temporal import ColdUsers
+from batch.evaluation.metrics import at_10, by_p10, hits, ranking_curves
+from batch.evaluation.protocol import phase_parts
+from batch.evaluation.split import Split
+from batch.evaluation.temporal import ColdUsers, cold_users
 from batch.interactions import Interactions
 from batch.models.popularity import top_popular
+from batch.movielens import Ratings
 from batch.params import Params
 
 log = logging.getLogger(__name__)
@@ -54,12 +57,6 @@ def score_cold(cold: ColdUsers, items: np.ndarray, n_items: int, k: int) -> dict
     return ranking_curves(served_lists(items, len(cold), k), cold.relevant, cold.n_relevant, n_items)
 
 
-def compare_rules(data: Interactions, cold: ColdUsers, base: Params, rules: list[dict],
-                  k: int = 10) -> list[dict]:
-    """Score every rule (changes to ``base``) for the cold users; one dict per rule."""
-    return _clean(_score_rules(data, cold, base, rules, k))
-
-
 def _score_rules(data: Interactions, cold: ColdUsers, base: Params, rules: list[dict],
                  k: int = 10) -> list[dict]:
     out = []
@@ -67,9 +64,7 @@ def _score_rules(data: Interactions, cold: ColdUsers, base: Params, rules: list[
         params = base.with_(**{**NEUTRAL, **changes})
         items, _ = top_popular(pipeline.popular_scores(data, params), base.top_n)
         curves = score_cold(cold, items, data.n_items, k)
-        out.append({"rule": describe(params), "changes": changes, "users": len(cold),
-                    "precision@10": round(float(curves["precision"][9]), 5),
-                    "ndcg@10": round(float(curves["ndcg"][9]), 5)})
+        out.append({"rule": describe(params), "changes": changes, "users": len(cold), **at_10(curves)})
         out[-1]["_hits"] = hits(served_lists(items, len(cold), 10), cold.relevant).mean(axis=1)
     return out
 
@@ -84,10 +79,6 @@ def paired_gain(better: dict, base: dict) -> tuple[float, float]:
     return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
 
 
-def _best(trials: list[dict]) -> dict:
-    return max(trials, key=lambda t: (t["precision@10"], t["ndcg@10"]))
-
-
 def choose_fallback(data: Interactions, cold: ColdUsers, base: Params) -> tuple[dict, list[dict], dict]:
     """Pick the best base rule, then its best recency half-life; return (changes, trials, guard).
 
@@ -98,10 +89,10 @@ def choose_fallback(data: Interactions, cold: ColdUsers, base: Params) -> tuple[
     gain within noise does not pay for it.
     """
     trials = _score_rules(data, cold, base, list(BASE_RULES))
-    best = _best(trials)
+    best = max(trials, key=by_p10)
     recency = [{**best["changes"], "popularity_recency_days": h} for h in HALF_LIVES]
     trials += _score_rules(data, cold, base, recency)
-    weighted = _best(trials[len(BASE_RULES):])
+    weighted = max(trials[len(BASE_RULES):], key=by_p10)
     gain, error = paired_gain(weighted, best)
     chosen = weighted if gain > error else best
     log.info("fallback: %s, P@10 %.4f for %s cold users (original rule %.4f; best half-life %s: "
@@ -110,3 +101,20 @@ def choose_fallback(data: Interactions, cold: ColdUsers, base: Params) -> tuple[
     guard = {"best_recency_rule": weighted["rule"], "over": best["rule"], "gain_p@10": round(gain, 5),
              "standard_error": round(error, 5), "adopted": chosen is weighted}
     return {"popularity_rule": "", **NEUTRAL, **chosen["changes"]}, _clean(trials), guard
+
+
+def fallback_comparison(ratings: Ratings, split: Split, params: Params, phase: str) -> dict:
+    """Compare the cold-start rules: the choice on validation, and the same rules on ``phase``."""
+    fit, held = phase_parts(split, "validation")
+    data = Interactions.from_ratings(ratings.take(fit))
+    chosen, trials, guard = choose_fallback(data, cold_users(data, ratings.take(held)), params)
+    doc = {"validation": trials, "recency_guard": guard, "chosen_on_validation": chosen,
+           "published": {k: getattr(params, k) for k in chosen}, "published_rule": describe(params)}
+    if phase != "validation":
+        fit, held = phase_parts(split, phase)
+        data = Interactions.from_ratings(ratings.take(fit))
+        base = {k: v for k, v in chosen.items() if k != "popularity_recency_days"}
+        recency = [{**base, "popularity_recency_days": h} for h in HALF_LIVES]
+        rules = _score_rules(data, cold_users(data, ratings.take(held)), params, [*BASE_RULES, *recency])
+        doc[phase] = _clean(rules)
+    return doc

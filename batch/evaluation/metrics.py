@@ -58,6 +58,17 @@ def ranking_curves(recs: np.ndarray, relevant: sp.csr_matrix, n_relevant: np.nda
     }
 
 
+def at_10(curves: dict[str, np.ndarray]) -> dict[str, float]:
+    """Return P@10 and NDCG@10 of ``curves`` (k = 1..10 or more), rounded to 5 decimals."""
+    return {"precision@10": round(float(curves["precision"][9]), 5),
+            "ndcg@10": round(float(curves["ndcg"][9]), 5)}
+
+
+def by_p10(metrics: dict[str, float]) -> tuple[float, float]:
+    """Return the order in which tuning compares :func:`at_10` results: P@10, ties by NDCG@10."""
+    return metrics["precision@10"], metrics["ndcg@10"]
+
+
 def coverage_curve(recs: np.ndarray, n_items: int) -> np.ndarray:
     """Return (K,) the share of the catalogue that appears in anyone's top-k, k = 1..K."""
     depth = recs.shape[1]

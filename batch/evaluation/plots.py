@@ -29,8 +29,7 @@ def plot_random(report: dict, path: Path | str) -> Path:
             ax.plot(range(1, len(values) + 1), values, style, color=colour, linewidth=width,
                     label=row["name"])
     for ax, title in zip(axes, ("Precision@k", "Recall@k"), strict=True):
-        ax.set_title(title)
-        ax.set_xlabel("k")
+        ax.set(title=title, xlabel="k")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="upper left")
     fig.suptitle(f"Random split: fit on {report['protocol']['fit_on']}, scored on "
@@ -50,8 +49,7 @@ def plot_temporal(report: dict, path: Path | str) -> Path:
             width = 2.6 if row["key"].split("@")[0] in ("default", "fallback") else 1.3
             ax.plot(range(1, len(values) + 1), values, color=plt.get_cmap("tab10")(i % 10), linewidth=width,
                     label=row["name"])
-        ax.set_title(f"Precision@k, {segment} users ({users[segment]})")
-        ax.set_xlabel("k")
+        ax.set(title=f"Precision@k, {segment} users ({users[segment]})", xlabel="k")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper right")
     cuts = report["protocol"]["cuts"]

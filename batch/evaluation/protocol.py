@@ -1,8 +1,5 @@
-"""The evaluation protocol: fit on one part of the split, score every row on another.
-
-``evaluate`` fits once per distinct model configuration (a cache shares ALS and SVD fits
-between rows) and returns a JSON-ready report: the protocol, the parameters and, per row,
-metric curves for k = 1..K plus SVD's rating errors.
+"""What both protocols share: the fitted and held-out parts of a phase, fitted models cached per
+configuration (rows share ALS and SVD fits), and scores in the reports' form (curves, rating errors).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import numpy as np
 from batch import pipeline
 from batch.evaluation import baselines
 from batch.evaluation.fallback import choose_fallback
-from batch.evaluation.metrics import ranking_curves
+from batch.evaluation.metrics import at_10, by_p10, ranking_curves
 from batch.evaluation.protocol import ModelCache, fold_for, pad, phase_parts
 from batch.evaluation.split import Fold, split_ratings
 from batch.evaluation.temporal import cold_users, split_by_time
@@ -40,17 +40,12 @@ BLENDS = tuple({"blend_svd": s, "blend_scale": c, "blend_pop": p}
 
 
 def _metrics(fold: Fold, users: np.ndarray, recs: np.ndarray) -> dict:
-    curves = ranking_curves(pad(recs, 10), fold.relevant()[users], fold.n_relevant[users], fold.data.n_items)
-    return {"precision@10": round(float(curves["precision"][9]), 5),  # @10 even for a shorter list
-            "ndcg@10": round(float(curves["ndcg"][9]), 5)}
+    relevant = fold.relevant()[users]  # padded below: @10 even for a shorter list
+    return at_10(ranking_curves(pad(recs, 10), relevant, fold.n_relevant[users], fold.data.n_items))
 
 
 def _named(key: tuple) -> dict:
     return dict(zip(("precision@10", "ndcg@10"), key, strict=True))
-
-
-def _key(m: dict) -> tuple:
-    return m["precision@10"], m["ndcg@10"]
 
 
 def tune_temporal(ratings: Ratings, movies: Movies, base: Params, ease_l2: float, seed: int = 42,
@@ -70,8 +65,8 @@ def tune_temporal(ratings: Ratings, movies: Movies, base: Params, ease_l2: float
     def warm_trial(stage: str, recs: np.ndarray, **changes) -> tuple:
         metrics = _metrics(fold, warm, recs)
         trials.append({"stage": stage, **changes, **metrics})
-        log.info("%s %s: P@10 %.4f NDCG@10 %.4f", stage, changes, *_key(metrics))
-        return _key(metrics)
+        log.info("%s %s: P@10 %.4f NDCG@10 %.4f", stage, changes, *by_p10(metrics))
+        return by_p10(metrics)
 
     als_pop = max(weights, key=lambda w: warm_trial(
         "als_pop", baselines.als_popularity(models, data, warm, 10, w), weight=w))
@@ -79,8 +74,8 @@ def tune_temporal(ratings: Ratings, movies: Movies, base: Params, ease_l2: float
     rfold = fold_for(ratings, split_ratings(ratings, seed=seed), "validation")
     rusers, rcache = rfold.users(), ModelCache(rfold, movies)
     rmodels = rcache.models(base)
-    als_key = _key(_metrics(rfold, rusers, baselines.als_only(rmodels, rfold.data, rusers, 10)))
-    ease_key = _key(_metrics(rfold, rusers, train_ease(rfold.data.matrix, ease_l2).recommend(
+    als_key = by_p10(_metrics(rfold, rusers, baselines.als_only(rmodels, rfold.data, rusers, 10)))
+    ease_key = by_p10(_metrics(rfold, rusers, train_ease(rfold.data.matrix, ease_l2).recommend(
         rusers, rfold.data.matrix, 10)[0]))
     bar = tuple(max(a, e) for a, e in zip(als_key, ease_key, strict=True))
     cands = pipeline.candidates(models, data, warm, base)
@@ -91,10 +86,9 @@ def tune_temporal(ratings: Ratings, movies: Movies, base: Params, ease_l2: float
         temporal = warm_trial("blend", pipeline.rank(models, warm, cands, q.with_(top_n=10)).items, **blend)
         random = _metrics(rfold, rusers, pipeline.rank(rmodels, rusers, rcands, q.with_(top_n=10)).items)
         trials[-1]["random"] = random
-        scored.append((temporal, _key(random), q))
+        scored.append((temporal, by_p10(random), q))
     eligible = [s for s in scored if all(r >= b * RANDOM_MARGIN for r, b in zip(s[1], bar, strict=True))]
-    eligible = eligible or scored
-    temporal_key, random_key, chosen = max(eligible, key=lambda s: s[0])
+    temporal_key, random_key, chosen = max(eligible or scored, key=lambda s: s[0])
     seconds = time.perf_counter() - started
     log.info("temporal tune: warm P@10 %.4f (random %.4f, bar %.4f) in %.0fs", temporal_key[0],
              random_key[0], bar[0], seconds)

@@ -20,7 +20,7 @@ import numpy as np
 
 from batch import pipeline
 from batch.evaluation import baselines
-from batch.evaluation.metrics import ranking_curves
+from batch.evaluation.metrics import by_p10, ranking_curves
 from batch.evaluation.protocol import ModelCache, fold_for, svd_errors
 from batch.evaluation.split import split_ratings
 from batch.models.ease import train_ease
@@ -65,10 +65,6 @@ SMALL = SearchSpace(svd=((10, 10, 0.01, 0.05), (20, 10, 0.01, 0.02)), weightings
                     candidates=((20, 5),), ease_l2=(10.0, 100.0))
 
 
-def _key(metrics: dict) -> tuple:
-    return metrics["precision@10"], metrics["ndcg@10"]
-
-
 def tune(ratings: Ratings, movies: Movies, base: Params | None = None, space: SearchSpace = SearchSpace(),
          seed: int = 42) -> dict:
     """Search ``space`` on validation and return the tuned-file document (``params`` + provenance)."""
@@ -80,13 +76,13 @@ def tune(ratings: Ratings, movies: Movies, base: Params | None = None, space: Se
     cache = ModelCache(fold, movies)
     trials: list[dict] = []
 
-    def score(stage: str, recs: np.ndarray, **changes) -> dict:
+    def score(stage: str, recs: np.ndarray, **changes) -> tuple[float, float]:
         curves = ranking_curves(recs[:, :10], relevant, n_relevant, data.n_items)
         metrics = {"precision@10": round(float(curves["precision"][-1]), 5),
                    "ndcg@10": round(float(curves["ndcg"][-1]), 5)}
         trials.append({"stage": stage, **changes, **metrics})
-        log.info("%s %s: P@10 %.4f NDCG@10 %.4f", stage, changes, *_key(metrics))
-        return metrics
+        log.info("%s %s: P@10 %.4f NDCG@10 %.4f", stage, changes, *by_p10(metrics))
+        return by_p10(metrics)
 
     # 1. SVD: the rating model, by validation RMSE.
     best_rmse = None
@@ -103,8 +99,8 @@ def tune(ratings: Ratings, movies: Movies, base: Params | None = None, space: Se
     # 2. ALS alone: coarse, then factors, then a finer regularisation x alpha grid.
     def als_trial(stage: str, p: Params) -> tuple:
         recs = baselines.als_only(cache.models(p), data, users, 10)
-        return _key(score(stage, recs, als_weighting=p.als_weighting, als_factors=p.als_factors,
-                          als_regularization=p.als_regularization, als_alpha=p.als_alpha)), p
+        return score(stage, recs, als_weighting=p.als_weighting, als_factors=p.als_factors,
+                     als_regularization=p.als_regularization, als_alpha=p.als_alpha), p
 
     found = [als_trial("als-coarse", base.with_(als_weighting=w, als_factors=space.coarse_factors,
                                                 als_regularization=r, als_alpha=a * space.scale(w)))
@@ -127,26 +123,24 @@ def tune(ratings: Ratings, movies: Movies, base: Params | None = None, space: Se
         for blend in space.blends:
             q = p.with_(ranker="blend", **blend)
             recs = pipeline.rank(models, users, cands, q.with_(top_n=10)).items
-            ranked.append((_key(score("blend", recs, als_factors=q.als_factors, als_weighting=q.als_weighting,
-                                      als_regularization=q.als_regularization, als_alpha=q.als_alpha,
-                                      **blend)), q))
+            ranked.append((score("blend", recs, als_factors=q.als_factors, als_weighting=q.als_weighting,
+                                 als_regularization=q.als_regularization, als_alpha=q.als_alpha, **blend), q))
     best = max(ranked, key=lambda t: t[0])[1]
     for n_als, n_content in space.candidates:
         q = best.with_(candidates=n_als, content_candidates=n_content)
         recs = baselines.two_stage(cache.models(q), data, users, 10, q)
-        ranked.append((_key(score("candidates", recs, candidates=n_als, content_candidates=n_content)), q))
+        ranked.append((score("candidates", recs, candidates=n_als, content_candidates=n_content), q))
     chosen_key, chosen = max(ranked, key=lambda t: t[0])
 
     # 4. EASE's L2 for the external baseline row (not part of the pipeline).
     eases = []
     for l2 in space.ease_l2:
         recs = train_ease(data.matrix, l2).recommend(users, data.matrix, 10)[0]
-        eases.append((_key(score("ease", recs, ease_l2=l2)), l2))
+        eases.append((score("ease", recs, ease_l2=l2), l2))
     ease_key, ease_l2 = max(eases)
 
     original = Params(seed=seed)
-    original_key = _key(score("original", baselines.two_stage(
-        cache.models(original), data, users, 10, original)))
+    original_key = score("original", baselines.two_stage(cache.models(original), data, users, 10, original))
     seconds = time.perf_counter() - started
     log.info("tune: chosen P@10 %.4f NDCG@10 %.4f in %.0fs (%s trials)", *chosen_key, seconds, len(trials))
     summary = {name: {"precision@10": k[0], "ndcg@10": k[1]} for name, k in (

