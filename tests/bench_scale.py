@@ -117,8 +117,9 @@ def report(results: list[dict], out: Path) -> None:
         "ML-1M-shaped synthetic data (`tests/synth.py: ml1m_like`), users x1/x4/x16 and items x1/x2/x4, the",
         "built-in default parameters (ALS 32 factors, SVD 50 factors, 100 + 30 candidates, top 50), one",
         "fresh process per configuration on the 2-core machine. Seconds per stage; peak RSS is the",
-        "process high-water mark reached during each stage (reset before it), the largest shown.",
-        "Reproduce: `uv run python -m tests.bench_scale` (about 7 minutes). Plot: [scale.png](scale.png).",
+        "process high-water mark reached during each stage (reset before it), the largest shown. A",
+        "stage's time includes its libraries' first import (scikit-learn's is most of train_content).",
+        "Reproduce: `uv run python -m tests.bench_scale` (about 12 minutes). Plot: [scale.png](scale.png).",
         "",
         "| users | items | ratings | " + " | ".join(STAGES) + " | total s | peak MiB (stage) |",
              "|" + "---|" * (len(STAGES) + 5)]
