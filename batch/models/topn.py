@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -28,7 +29,7 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, top_s
 
 
-def for_each_chunk(work, total: int, chunk: int) -> None:
+def for_each_chunk(work: Callable[[slice], None], total: int, chunk: int) -> None:
     """Call ``work(slice)`` for consecutive slices of ``range(total)``, on every core.
 
     The heavy parts of a chunk (BLAS, argpartition, gathers) run in numpy without the GIL, so
