@@ -6,7 +6,7 @@ import logging
 import os
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from lookup_api.contract.connection import connect, redact_url
 from lookup_api.contract.keys import DEFAULT_PREFIX, MAX_ID, Keys
@@ -72,6 +72,12 @@ def create_app(config: dict | None = None) -> Flask:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         return jsonify(error=exc.description, status=exc.code), exc.code
+
+    @app.before_request
+    def no_leading_double_slash() -> None:
+        """Answer ``//recommendations/42`` 404, as ``/recommendations//42`` (werkzeug drops leading ``/``)."""
+        if request.environ.get("PATH_INFO", "").startswith("//"):
+            raise NotFound()
 
     @app.after_request
     def options(response: Response) -> Response:

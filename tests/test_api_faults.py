@@ -115,6 +115,9 @@ def test_small_http_fixes(live):
     options = http.options("/popular")
     assert options.status_code == 204 and options.get_data() == b"" and "GET" in options.headers["Allow"]
     assert "Content-Type" not in options.headers
+    for path in ("//recommendations/3", "//popular"):  # as gunicorn passes them on: PATH_INFO untouched
+        doubled = http.get("/", environ_overrides={"PATH_INFO": path})
+        assert doubled.status_code == 404 and doubled.is_json, path
     from lookup_api.contract.connection import redact_url
 
     assert redact_url("redis://:p@ss@w0rd@cache:6379/0") == "redis://:***@cache:6379/0"
