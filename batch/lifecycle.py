@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from itertools import chain, islice
 from typing import NamedTuple
 
@@ -54,8 +54,8 @@ def publish(store: RunStore, run_id: str, lists: Iterable[tuple[int, bytes]], po
             users: int | None = None, force: bool = False, allow_eviction: bool = False) -> PublishReport:
     """:func:`prepare`, write a run's lists, :func:`commit` it (``token``: the lock held; None: take it).
 
-    ``users``: how many lists ``lists`` yields (for the memory estimate; default: counted if it
-    is a sequence, else taken from the first chunk).
+    ``users``: how many lists ``lists`` yields, for the memory estimate (default: its length, or
+    for an iterator without one the first chunk's: an underestimate if it yields more).
     """
     if keep < 1:
         raise StoreError("keep must be at least 1")
@@ -64,11 +64,12 @@ def publish(store: RunStore, run_id: str, lists: Iterable[tuple[int, bytes]], po
             return publish(store, run_id, lists, popular, meta, keep, token, hook, users=users,
                            force=force, allow_eviction=allow_eviction)
     started = time.perf_counter()
+    if users is None and isinstance(lists, Sized):
+        users = len(lists)
     lists = iter(lists)
     first = list(islice(lists, store.chunk))  # measured for the estimate, then written first
-    users = users if users is not None else len(first) if len(first) < store.chunk else None
     sizes = [len(payload) for _, payload in first]
-    prepare(store, users or len(first), sum(sizes) / max(len(sizes), 1), len(popular),
+    prepare(store, len(first) if users is None else users, sum(sizes) / max(len(sizes), 1), len(popular),
             allow_eviction=allow_eviction)
     try:
         user_ids = store.write_lists(run_id, chain(first, lists), token)
