@@ -353,8 +353,9 @@ class RunStore:
         """Return each master's ``used`` and ``max`` bytes (0: no limit) and eviction ``policy``."""
         if hasattr(self.client, "connection_pool"):
             infos = [self.client.info("memory")]
-        else:  # a cluster: one reply per master
-            infos = list(self.client.info("memory", target_nodes=self.client.PRIMARIES).values())
+        else:  # a cluster: one reply per master (redis-py unwraps the reply of a single one)
+            replies = self.client.info("memory", target_nodes=self.client.PRIMARIES)
+            infos = [replies] if "used_memory" in replies else list(replies.values())
         return [{"used": int(i["used_memory"]), "max": int(i.get("maxmemory", 0)),
                  "policy": str(i.get("maxmemory_policy", "noeviction"))} for i in infos]
 
