@@ -181,7 +181,7 @@ def show(obj: Context, user_id, n):
         raise click.ClickException(f"the live run {live} has no keys (deleted?); see `recsys-batch status`")
     if not 1 <= n <= top_n:  # the API's rule for ?n= (400 there)
         raise click.BadParameter(f"n must be an integer from 1 to {top_n}, got {n}", param_hint="'-n'")
-    source, items = (POPULAR, popular) if mine is None else (PERSONALIZED, mine)
+    source, items = (POPULAR, popular) if not mine else (PERSONALIZED, mine)  # missing or empty: as the API
     click.echo(f"user {user_id}: {source} list from run {live}")
     for rank, item in enumerate(items[:n], start=1):
         click.echo(f"{rank:3d}. {item['title']} [{'|'.join(item['genres'])}] (movie {item['movie_id']}, "
