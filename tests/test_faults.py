@@ -146,6 +146,8 @@ def test_an_evicting_redis_is_refused_unless_allowed_and_then_served(tmp_path, s
             resp = http.get(f"/recommendations/{uid}")
             statuses.append(resp.status_code)
             reasons.append(resp.get_json().get("reason"))
+        print(f"\nafter eviction: {reasons.count('missing')} of 300 users got the popular list (missing), "
+              f"statuses {sorted(set(statuses))}, evicted keys {client.info('stats')['evicted_keys']}")
         assert statuses == [200] * 300, sorted(set(statuses))
         assert reasons.count("missing") > 0, "no list was evicted: more pressure needed"
         metrics = http.get("/metrics").get_data(as_text=True)
