@@ -145,11 +145,15 @@ def run_job(
     progress: bool = False,
     release: Release = ML_1M,
     token: str | None = None,
+    force: bool = False,
+    allow_eviction: bool = False,
 ) -> JobResult:
     """Train on every rating, rank for every user, and publish (``store=None``: dry run).
 
     ``token``: the batch lock this run holds (None: taken for the publish); publishing is refused
-    if it was lost meanwhile.
+    if it was lost meanwhile.  ``force``: publish a run the publish gate refuses;
+    ``allow_eviction``: publish to a Redis whose maxmemory-policy may evict keys
+    (:func:`batch.lifecycle.publish`).
     """
     started = time.perf_counter()
     with SVDProcess() as svd_process:  # starts now: its imports overlap the load
@@ -181,7 +185,8 @@ def run_job(
 
             lists = tqdm(lists, total=data.n_users, desc="publish", unit="user")
         meta = run_meta(loaded, params, timings, peaks, **telemetry.meta_fields(empty, len(pop_ids)))
-        result.published = publish(store, run_id, lists, popular, meta, keep=keep, token=token)
+        result.published = publish(store, run_id, lists, popular, meta, keep=keep, token=token,
+                                   users=data.n_users, force=force, allow_eviction=allow_eviction)
         timings["publish"] = time.perf_counter() - stage
     timings["total"] = time.perf_counter() - started
     log.info("stage timings: %s", ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from batch.formats import ML_1M_FORMAT, DataError, Format  # defined in a light module
+from lookup_api.contract.keys import MAX_ID
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +79,17 @@ def read_bytes(path: Path) -> bytes:
     return data
 
 
-def int_field(path: Path, lineno: int, name: str, value: str) -> int:
-    """Parse a positive integer field or raise :class:`DataError` at ``path:lineno``."""
+def int_field(path: Path, lineno: int, name: str, value: str, limit: int = MAX_ID) -> int:
+    """Parse an integer in 1..``limit`` (default: the id range), else DataError at ``path:lineno``."""
     try:
         number = int(value)
     except ValueError:
         raise DataError(path, lineno, f"{name} {value[:40]!r} is not an integer") from None
     if number <= 0:
         raise DataError(path, lineno, f"{name} {number} must be positive")
+    if number > limit:
+        raise DataError(path, lineno, f"{name} {number} is above {limit}"
+                        + (" (the largest id the API serves)" if limit == MAX_ID else ""))
     return number
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from batch.formats import ML_1M_FORMAT, DataError, Format
 from batch.movielens import Movies, Ratings, int_field, load_movies, read_bytes, split_lines
+from lookup_api.contract.keys import MAX_ID
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def _explain(path: Path, data: bytes, fmt: Format) -> DataError:
         int_field(path, lineno, "user id", user)
         int_field(path, lineno, "movie id", movie)
         _rating_field(path, lineno, rating, fmt)
-        int_field(path, lineno, "timestamp", stamp)
+        int_field(path, lineno, "timestamp", stamp, limit=2**63 - 1)
     return DataError(path, None, "could not be parsed")
 
 
@@ -88,6 +89,9 @@ def load_ratings(path: Path | str, movies: Movies | None = None, fmt: Format = M
     low, high = fmt.rating_scale
     fail(users <= 0, lambda r: f"user id {users[r]} must be positive")
     fail(items <= 0, lambda r: f"movie id {items[r]} must be positive")
+    for ids, name in ((users, "user id"), (items, "movie id")):  # one range for batch, `show` and the API
+        fail(ids > MAX_ID, lambda r, ids=ids, name=name: f"{name} {ids[r]} is above {MAX_ID} "
+                                                         "(the largest id the API serves)")
     fail((ratings < low) | (ratings > high) | (ratings * 2 != np.round(ratings * 2)),
          lambda r: f"rating {ratings[r]:g} is outside {low:g}..{high:g}"
                    + (" in steps of 0.5" if fmt.half_stars else ""))

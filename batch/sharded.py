@@ -8,7 +8,9 @@ the batch lock as a lease and puts its token in the manifest: every step adopts 
 it was lost), renews it by a heartbeat while it works and leaves it valid for ``lock_ttl`` more
 seconds; ``score`` stops writing as soon as the lock is not the lease's, ``publish`` flips only
 while it holds it and then releases it.  A crashed sharded run blocks the next run for at most
-``lock_ttl`` after its last step.
+``lock_ttl`` after its last step (or until ``recsys-batch unlock``: the lease is never taken over
+as dead, its steps being separate processes).  ``train`` runs :func:`batch.lifecycle.prepare`
+before anything is written; a repeated ``publish`` of a published run does nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from batch import artifacts, pipeline
 from batch.download import ML_1M, Release
 from batch.job import load_stage, run_meta
-from batch.lifecycle import PublishReport, commit
+from batch.lifecycle import PublishReport, commit, prepare
 from batch.lists import encode_lists, encode_one, item_heads
 from batch.models.svd_process import SVDProcess
 from batch.params import Params
@@ -49,10 +51,15 @@ def shard_users(n_users: int, index: int, total: int) -> np.ndarray:
 
 
 def train_job(data_dir: Path | str, params: Params, out: Path | str, store: RunStore, *,
-              release: Release = ML_1M, url: str | None = None, lock_ttl: float = 900.0) -> dict:
-    """Take the lease, load and train once, write artifacts for the shards; return the manifest."""
-    with store.lock(lock_ttl, keep=True) as token, SVDProcess() as svd_process:
+              release: Release = ML_1M, url: str | None = None, lock_ttl: float = 900.0,
+              allow_eviction: bool = False) -> dict:
+    """Take the lease, load and train once, write artifacts for the shards; return the manifest.
+
+    The memory check sizes the run like the live one, per user (:func:`batch.lifecycle.prepare`).
+    """
+    with store.lock(lock_ttl, keep=True, lease=True) as token, SVDProcess() as svd_process:
         loaded = load_stage(data_dir, release, url)
+        prepare(store, loaded.data.n_users, None, allow_eviction=allow_eviction)
         models = pipeline.train(loaded.data, loaded.movies, params, svd_process)
         timings = {"load": loaded.seconds, **models.timings}
         manifest = {"run_id": new_run_id(), "lock_token": token, "lock_ttl": lock_ttl,
@@ -86,11 +93,18 @@ def score_job(out: Path | str, shard: tuple[int, int], store: RunStore) -> int:
     return len(written)
 
 
-def publish_job(out: Path | str, total: int, store: RunStore, keep: int = 2) -> PublishReport:
-    """Commit the trained run (flip ``current``) once all ``total`` shards are complete; end the lease."""
+def publish_job(out: Path | str, total: int, store: RunStore, keep: int = 2, *,
+                force: bool = False) -> PublishReport:
+    """Commit the trained run (flip ``current``) once all ``total`` shards are complete; end the lease.
+
+    A run published already is left alone (``already``); ``force``: past the publish gate.
+    """
     started = time.perf_counter()
     data, models, heads, manifest, params = artifacts.load(out)
     run_id = manifest["run_id"]
+    if store.current() == run_id or run_id in dict(store.runs()):
+        log.info("run %s is already published; nothing to do", run_id)
+        return PublishReport(run_id, data.n_users, 0.0, [], already=True)
     with _lease(store, manifest, keep=False) as token:
         done = store.shards_done(run_id)
         missing = sorted(set(range(total)) - set(done))
@@ -102,5 +116,6 @@ def publish_job(out: Path | str, total: int, store: RunStore, keep: int = 2) -> 
                              f"expected {data.n_users} in {total}")
         popular = encode_one(heads, *pipeline.popular(models, params.top_n))
         meta = {**manifest["meta"], "shards": str(total)}
-        retired = commit(store, run_id, popular, data.user_ids.tolist(), meta, keep, token)
-    return PublishReport(run_id, data.n_users, time.perf_counter() - started, retired)
+        retired, broken = commit(store, run_id, popular, data.user_ids.tolist(), meta, keep, token,
+                                 force=force)
+    return PublishReport(run_id, data.n_users, time.perf_counter() - started, retired, tuple(broken))

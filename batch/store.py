@@ -2,15 +2,14 @@
 
 The order of the steps is :mod:`batch.lifecycle`'s.  The lock shares ``current``'s Cluster slot
 (:attr:`Keys.lock`), so :meth:`RunStore.flip` checks it and moves ``current`` in one Lua script.
+Its value names the holder (:mod:`batch.holder`).  Deletes work on a full Redis (``noeviction``
+refuses only writes that grow it), so a run that failed for lack of memory can always be cleaned.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -19,6 +18,7 @@ from itertools import islice
 
 import redis
 
+from batch.holder import Holder, beat_interval, locked_message, new_token
 from lookup_api.contract.connection import UNAVAILABLE, connect, explain, redact_url, text
 from lookup_api.contract.items import decode_items
 from lookup_api.contract.keys import Keys
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 _RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
           "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0")
+_TAKEOVER = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+             "return redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) end return false")
 _FLIP = ("if redis.call('get', KEYS[1]) ~= ARGV[1] then return {0} end "
          "return {1, redis.call('set', KEYS[2], ARGV[2], 'GET')}")
 
@@ -44,6 +46,15 @@ class LostLockError(StoreError):
     """This run's lock expired or was taken by another run: it must not write or flip."""
 
 
+class FullError(StoreError):
+    """Redis has no room for the run: found before writing, or a write was refused (out of memory)."""
+
+
+def mib(n: float) -> str:
+    """Return a byte count as ``12.3 MiB``."""
+    return f"{n / 2**20:.1f} MiB"
+
+
 @contextmanager
 def redis_errors(url: str | None = None) -> Iterator[None]:
     """Turn redis-py connection failures into :class:`StoreError` (password-free)."""
@@ -51,6 +62,9 @@ def redis_errors(url: str | None = None) -> Iterator[None]:
         yield
     except (redis.AuthenticationError, redis.AuthenticationWrongNumberOfArgsError):
         raise StoreError(f"Redis at {redact_url(url)} rejected the credentials") from None
+    except redis.OutOfMemoryError as exc:
+        raise StoreError(f"Redis is out of memory ({exc}); current was not moved, and the next run "
+                         "deletes what this one wrote") from None
     except UNAVAILABLE as exc:
         raise StoreError(f"Redis at {redact_url(url)} is unavailable: {type(exc).__name__}") from None
     except redis.ResponseError as exc:
@@ -108,20 +122,22 @@ class RunStore:
         return None if raw is None else decode_items(raw)
 
     @contextmanager
-    def lock(self, ttl: float = 60.0, token: str | None = None, keep: bool = False) -> Iterator[str]:
-        """Hold the batch lock, renewed every ``ttl / 3`` s by a heartbeat thread; yield its token.
+    def lock(self, ttl: float = 60.0, token: str | None = None, keep: bool = False,
+             lease: bool = False) -> Iterator[str]:
+        """Hold the batch lock, renewed by a heartbeat thread (:func:`batch.holder.beat_interval`); yield it.
 
         ``token``: adopt a lock taken earlier (a sharded run's lease), refused if it was lost.
         At exit the lock is released, unless ``keep`` (renewed for ``ttl`` instead, for the next
-        step of a sharded run); on an error a lock taken here is always released.
+        step of a sharded run); on an error a lock taken here is always released.  ``lease``: the
+        lock is taken as a sharded run's lease (held between steps, never taken over as dead).
         """
         acquired, stop, failed = token is None, threading.Event(), True
-        token = self.acquire(ttl) if acquired else token
+        token = self.acquire(ttl, lease=lease) if acquired else token
         if not acquired:
             self.renew(token, ttl)
 
         def heartbeat() -> None:
-            while not stop.wait(ttl / 3):
+            while not stop.wait(beat_interval(ttl)):
                 try:
                     self.renew(token, ttl)
                 except LostLockError:
@@ -145,21 +161,85 @@ class RunStore:
             except (redis.RedisError, *UNAVAILABLE, LostLockError):
                 log.warning("could not release or renew %s; it expires within %.0fs", self.keys.lock, ttl)
 
-    def acquire(self, ttl: float) -> str:
-        """Take the lock for ``ttl`` seconds (no heartbeat); return its token or raise LockedError."""
-        token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        if not self.client.set(self.keys.lock, token, nx=True, px=max(int(ttl * 1000), 1)):
-            holder = text(self.client.get(self.keys.lock)) or "?"
-            left = max(self.client.pttl(self.keys.lock), 0) / 1000
-            raise LockedError(f"another batch run holds the lock {self.keys.lock} ({holder}, expires in "
-                              f"{left:.0f}s unless renewed); not starting a second one")
-        return token
+    def holder(self) -> Holder | None:
+        """Return who holds the batch lock (None: nobody)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.lock)
+        pipe.pttl(self.keys.lock)
+        raw, left = pipe.execute()
+        return None if raw is None else Holder.parse(text(raw), max(left, 0) / 1000)
+
+    def acquire(self, ttl: float, *, lease: bool = False) -> str:
+        """Take the lock for ``ttl`` seconds (no heartbeat); return its token or raise LockedError.
+
+        A lock whose holder was on this host and is gone is taken over at once (compare-and-set:
+        of two runs doing so, one wins).  On a full Redis, where setting the lock is refused, the
+        pending runs and the lock of dead holders are deleted first (deletes work when full).
+        """
+        token, px, freed = new_token(ttl, lease=lease), max(int(ttl * 1000), 1), False
+        for _ in range(5):
+            try:
+                if self.client.set(self.keys.lock, token, nx=True, px=px):
+                    return token
+            except redis.OutOfMemoryError:
+                if freed:
+                    raise StoreError(self._full("even after deleting the pending runs")) from None
+                self._free_for_lock()
+                freed = True
+                continue
+            holder = self.holder()
+            if holder is None:
+                continue  # released meanwhile: try again
+            if holder.state() != "dead" or holder.alive_here() is None:
+                raise LockedError(locked_message(self.keys.lock, holder))
+            if self.client.eval(_TAKEOVER, 1, self.keys.lock, holder.raw, token, px):
+                log.warning("took over the batch lock from %s: that process is gone", holder.describe())
+                return token
+        raise LockedError(f"could not take the lock {self.keys.lock}: other runs keep taking it")
+
+    def _free_for_lock(self) -> None:
+        """On a full Redis: delete a dead holder's lock and the runs left pending (not a live holder's).
+
+        The pending runs are read before the lock: a run that takes the lock after this reads it
+        lists its own run pending after that, so it is not among those deleted.
+        """
+        pending, history, live = self.pending(), {r for r, _ in self.runs()}, self.current()
+        holder = self.holder()
+        if holder is not None:
+            if holder.state() != "dead" or holder.alive_here() is None:
+                raise LockedError(locked_message(self.keys.lock, holder))
+            self.release(holder.raw)
+        orphans = [r for r in pending if r not in history and r != live]
+        for run_id in orphans:
+            log.warning("Redis is full: deleted the pending run %s (%s keys) to take the lock", run_id,
+                        self.delete_run(run_id))
+        if not orphans:
+            raise StoreError(self._full("and holds no pending run to delete"))
+
+    def _full(self, detail: str) -> str:
+        """Return the message for Redis refusing a write for lack of memory ``detail``."""
+        used = ", ".join(f"used {mib(m['used'])} of maxmemory {mib(m['max'])}" for m in self.memory())
+        return (f"Redis is out of memory ({used}) {detail}: raise maxmemory, or delete older runs "
+                "(a lower --keep); current was not moved")
+
+    def unlock(self, force: bool = False) -> Holder | None:
+        """Delete the batch lock unless its holder is live (``force``: even then); return who held it."""
+        holder = self.holder()
+        if holder is None:
+            return None
+        if holder.state() == "live" and not force:
+            raise LockedError(f"{holder.describe()} holds the lock {self.keys.lock} and is alive; not "
+                              "cleared (--force clears it anyway: that run then stops before publishing)")
+        if not self.client.eval(_RELEASE, 1, self.keys.lock, holder.raw):
+            raise StoreError(f"the lock {self.keys.lock} changed hands meanwhile; run unlock again")
+        log.warning("cleared the batch lock held by %s", holder.describe())
+        return holder
 
     def renew(self, token: str, ttl: float) -> None:
         """Extend the lock ``token`` holds to ``ttl`` seconds from now, or raise LostLockError."""
         if not self.client.eval(_RENEW, 1, self.keys.lock, token, max(int(ttl * 1000), 1)):
-            raise LostLockError(f"the batch lock {self.keys.lock} is no longer held by {token} "
-                                "(expired or taken by another run)")
+            raise LostLockError(f"the batch lock {self.keys.lock} is no longer held by this run "
+                                "(expired, cleared by `unlock`, or taken by another run)")
 
     def holds(self, token: str) -> bool:
         """Return True while ``token`` still holds the lock."""
@@ -169,11 +249,23 @@ class RunStore:
         """Release the lock if ``token`` still holds it."""
         self.client.eval(_RELEASE, 1, self.keys.lock, token)
 
+    @contextmanager
+    def _room(self, run_id: str) -> Iterator[None]:
+        """Turn Redis refusing a write of ``run_id`` for lack of memory into FullError."""
+        try:
+            yield
+        except redis.OutOfMemoryError:
+            raise FullError(self._full(f"while writing run {run_id}")) from None
+
     def write_lists(self, run_id: str, lists: Iterable[tuple[int, bytes]], token: str) -> list[int]:
         """Write user lists in pipelined chunks under ``run_id`` (registered pending); return their ids.
 
         Each chunk's round trip also reads the lock: once it is not ``token``'s, LostLockError.
         """
+        with self._room(run_id):
+            return self._write_lists(run_id, lists, token)
+
+    def _write_lists(self, run_id: str, lists: Iterable[tuple[int, bytes]], token: str) -> list[int]:
         user_ids: list[int] = []
         lists = iter(lists)
         while chunk := list(islice(lists, self.chunk)):
@@ -196,12 +288,14 @@ class RunStore:
         pipe.set(self.keys.popular(run_id), popular)
         pipe.set(self.keys.users(run_id), json.dumps(sorted(user_ids), separators=(",", ":")))
         pipe.hset(self.keys.meta(run_id), mapping={**flat, "status": "pending", "users": str(len(user_ids))})
-        pipe.execute()
+        with self._room(run_id):
+            pipe.execute()
 
     def mark_complete(self, run_id: str, created: float) -> None:
         """Mark ``run_id`` complete and add it to the run history."""
-        self.client.hset(self.keys.meta(run_id), "status", "complete")
-        self.client.zadd(self.keys.runs, {run_id: created})
+        with self._room(run_id):
+            self.client.hset(self.keys.meta(run_id), "status", "complete")
+            self.client.zadd(self.keys.runs, {run_id: created})
 
     def unmark(self, run_id: str) -> None:
         """Take ``run_id`` out of the history again (its flip was refused) and list it pending."""
@@ -211,7 +305,8 @@ class RunStore:
 
     def flip(self, run_id: str, token: str) -> str | None:
         """Point ``current`` at ``run_id`` if ``token`` holds the lock (one script); return the previous."""
-        done, *previous = self.client.eval(_FLIP, 2, self.keys.lock, self.keys.current, token, run_id)
+        with self._room(run_id):
+            done, *previous = self.client.eval(_FLIP, 2, self.keys.lock, self.keys.current, token, run_id)
         if not done:
             raise LostLockError(f"run {run_id} lost the batch lock before publishing (expired or taken by "
                                 "another run); current was not moved")
@@ -232,9 +327,15 @@ class RunStore:
     def delete_run(self, run_id: str) -> int:
         """Delete every key of ``run_id`` (pipelined single-key UNLINKs); return how many.
 
-        The history entry, popular list and user index go first, so a reader that meets a
+        Listed pending first and unlisted last, so a deletion cut short is finished by the next
+        run.  The history entry, popular list and user index go first, so a reader that meets a
         half-deleted run sees it gone (and retries on the live one), and rollback refuses it.
         """
+        try:
+            self.client.zadd(self.keys.pending, {run_id: time.time()}, nx=True)
+        except redis.OutOfMemoryError:  # a failed run is listed already; deletes need no memory
+            if self.client.zscore(self.keys.pending, run_id) is None:
+                log.warning("Redis is full: deleting run %s without listing it pending first", run_id)
         self.client.zrem(self.keys.runs, run_id)
         first = [self.keys.popular(run_id), self.keys.users(run_id), self.keys.meta(run_id)]
         deleted = sum(self.client.unlink(key) for key in first)
@@ -247,3 +348,51 @@ class RunStore:
         pipe.execute()
         self.client.zrem(self.keys.pending, run_id)
         return deleted
+
+    def memory(self) -> list[dict]:
+        """Return each master's ``used`` and ``max`` bytes (0: no limit) and eviction ``policy``."""
+        if hasattr(self.client, "connection_pool"):
+            infos = [self.client.info("memory")]
+        else:  # a cluster: one reply per master (redis-py unwraps the reply of a single one)
+            replies = self.client.info("memory", target_nodes=self.client.PRIMARIES)
+            infos = [replies] if "used_memory" in replies else list(replies.values())
+        return [{"used": int(i["used_memory"]), "max": int(i.get("maxmemory", 0)),
+                 "policy": str(i.get("maxmemory_policy", "noeviction"))} for i in infos]
+
+    def key_costs(self, run_id: str, sample: int = 64) -> tuple[float, float, float] | None:
+        """Return ``run_id``'s mean MEMORY USAGE and mean length of a user list, and its other keys' usage.
+
+        Measured on up to ``sample`` lists spread over the run's users (None: no index, or no
+        list left to measure).
+        """
+        raw = self.client.get(self.keys.users(run_id))
+        ids = json.loads(raw) if raw else []
+        chosen = ids[:: max(len(ids) // sample, 1)][:sample]
+        if not chosen:
+            return None
+        pipe = self.client.pipeline(transaction=False)
+        for user_id in chosen:
+            pipe.memory_usage(self.keys.user(run_id, user_id), samples=0)
+            pipe.strlen(self.keys.user(run_id, user_id))
+        for key in (self.keys.popular(run_id), self.keys.users(run_id), self.keys.meta(run_id)):
+            pipe.memory_usage(key, samples=0)
+        replies = pipe.execute()
+        pairs = [(u, n) for u, n in zip(replies[: 2 * len(chosen) : 2], replies[1 : 2 * len(chosen) : 2],
+                                        strict=True) if u]
+        if not pairs:
+            return None
+        rest = sum(u or 0 for u in replies[2 * len(chosen):])
+        return sum(u for u, _ in pairs) / len(pairs), sum(n for _, n in pairs) / len(pairs), float(rest)
+
+    def list_lengths(self, run_id: str, user_ids: list[int]) -> tuple[list[int], list[int]]:
+        """Return the users of ``run_id`` whose list is missing, and those whose list is empty."""
+        absent, empty = [], []
+        for start in range(0, len(user_ids), self.chunk):
+            chunk = user_ids[start : start + self.chunk]
+            pipe = self.client.pipeline(transaction=False)
+            for user_id in chunk:
+                pipe.strlen(self.keys.user(run_id, user_id))
+            for user_id, length in zip(chunk, pipe.execute(), strict=True):
+                if length <= len(b"[]"):
+                    (empty if length else absent).append(user_id)
+        return absent, empty

@@ -62,6 +62,8 @@ def success_registry(result, finished: float):
     gauge("recsys_batch_empty_lists", "Users whose list came out empty.", result.empty_lists)
     gauge("recsys_batch_popular_items", "Length of the published popular (fallback) list.",
           result.popular_items)
+    gauge("recsys_batch_broken_runs_deleted", "Complete runs the last run deleted because keys of theirs "
+          "were gone (evicted?).", len(result.published.broken) if result.published else 0)
     gauge("recsys_batch_run_info", "The last published run.", 1, run_id=result.run_id)
     return registry
 
@@ -105,8 +107,8 @@ def reported(func):
     def wrapper(obj, *args, pushgateway: str | None = None, **kwargs):
         try:
             result = func(obj, *args, **kwargs)
-        except Exception as exc:
-            log.error("batch run failed: %s: %s", type(exc).__name__, exc,
+        except (Exception, KeyboardInterrupt) as exc:  # Ctrl-C and SIGTERM stop a run too
+            log.error("batch run failed: %s: %s", type(exc).__name__, exc or "interrupted",
                       extra={"stage": "failed", "error": type(exc).__name__})
             if pushgateway:
                 push(pushgateway, failure_registry(exc, time.time()), obj.prefix, replace=False)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import os
 
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, NotFound
 
 from lookup_api.contract.connection import connect, redact_url
-from lookup_api.contract.keys import DEFAULT_PREFIX, Keys
+from lookup_api.contract.keys import DEFAULT_PREFIX, MAX_ID, Keys
 from lookup_api.metrics import init_metrics
 from lookup_api.service import Lookup
 from lookup_api.views import bp
@@ -24,9 +24,10 @@ DEFAULTS = {
     "REDIS_CONNECT_TIMEOUT": 0.5,
     "POINTER_TTL": 1.0,  # seconds the live run id is cached in-process
     "LIST_CACHE_SIZE": 20_000,  # user lists of the live run cached per process (0: off)
-    "RETRY_AFTER": 1.0,  # seconds to serve stale answers without asking Redis after it failed
+    "RETRY_AFTER": 1.0,  # seconds to serve stale answers without asking Redis after a timeout (doubling)
+    "BREAKER_MAX": 4.0,  # ... up to this many seconds between two probes of a Redis that keeps timing out
     "MAX_RUN_AGE": 0,  # seconds; > 0: /readyz is 503 while the live run is older (RECSYS_MAX_RUN_AGE)
-    "MAX_USER_ID": 2**31 - 1,
+    "MAX_USER_ID": MAX_ID,  # the batch refuses larger ids at load, `show` too
     "METRICS": True,  # RECSYS_METRICS=false: no /metrics, no request hooks
 }
 
@@ -53,6 +54,7 @@ def create_app(config: dict | None = None) -> Flask:
         socket_timeout=float(app.config["REDIS_SOCKET_TIMEOUT"]),
         connect_timeout=float(app.config["REDIS_CONNECT_TIMEOUT"]),
         retries=1,
+        retry_timeouts=False,  # a hung Redis costs a request one timeout, never two
     )
     app.extensions["lookup"] = Lookup(
         client,
@@ -61,6 +63,7 @@ def create_app(config: dict | None = None) -> Flask:
         cache_size=int(app.config["LIST_CACHE_SIZE"]),
         retry_after=float(app.config["RETRY_AFTER"]),
         max_age=float(app.config["MAX_RUN_AGE"] or 0),
+        breaker_cap=float(app.config["BREAKER_MAX"]),
     )
     log.info("lookup API on Redis %s, prefix %s", redact_url(app.config["REDIS_URL"]), app.config["PREFIX"])
     app.register_blueprint(bp)
@@ -69,6 +72,20 @@ def create_app(config: dict | None = None) -> Flask:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         return jsonify(error=exc.description, status=exc.code), exc.code
+
+    @app.before_request
+    def no_leading_double_slash() -> None:
+        """Answer ``//recommendations/42`` 404, as ``/recommendations//42`` (werkzeug drops leading ``/``)."""
+        if request.environ.get("PATH_INFO", "").startswith("//"):
+            raise NotFound()
+
+    @app.after_request
+    def options(response: Response) -> Response:
+        """Answer OPTIONS with 204 and the Allow header (Flask's automatic answer is an HTML 200)."""
+        if request.method == "OPTIONS" and response.status_code == 200:
+            response.status_code, response.data = 204, b""
+            del response.headers["Content-Type"]
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

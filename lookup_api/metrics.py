@@ -1,8 +1,9 @@
-"""Prometheus metrics for the lookup API: ``GET /metrics``, requests, latency, Redis errors, the live run.
+"""Prometheus metrics for the lookup API: ``GET /metrics``, requests, latency, fallbacks, Redis, live run.
 
 Every series and label is listed in docs/observability.md.  ``init_metrics(app)`` adds two request
 hooks and no Redis call on the lookup path; the live run's id and age (and ``RECSYS_MAX_RUN_AGE``,
-whose check is :meth:`~lookup_api.service.Lookup.ready`'s) are read at scrape time.  Under gunicorn
+whose check is :meth:`~lookup_api.service.Lookup.ready`'s) are read at scrape time, except while
+the lookup's circuit breaker keeps requests off Redis.  Under gunicorn
 the workers share the counters through prometheus_client's multiprocess mode
 (``lookup_api/gunicorn_conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR``); without it they live in the
 app's own registry.  ``RECSYS_METRICS=false`` turns all of this off.
@@ -21,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
 from lookup_api.contract.connection import text
 from lookup_api.contract.keys import Keys
+from lookup_api.service import REASONS, Breaker
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,8 @@ def instrument_client(client: redis.Redis, errors: Counter) -> None:
 class LiveRunCollector:
     """Read the live run from Redis at scrape time: its id, its age and the configured maximum."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, max_age: float):
-        self.client, self.keys, self.max_age = client, keys, max_age
+    def __init__(self, client: redis.Redis, keys: Keys, max_age: float, breaker: Breaker | None = None):
+        self.client, self.keys, self.max_age, self.breaker = client, keys, max_age, breaker or Breaker(0)
 
     def describe(self):
         """Declare nothing up front (no Redis call when registering)."""
@@ -78,9 +80,12 @@ class LiveRunCollector:
             yield GaugeMetricFamily("recsys_live_run_max_age_seconds",
                                     "Configured maximum age of the live run (RECSYS_MAX_RUN_AGE).",
                                     value=self.max_age)
+        if not self.breaker.allow():
+            return
         try:
-            run_id = text(self.client.get(self.keys.current))
-            created = self.client.hget(self.keys.meta(run_id), "created_ts") if run_id else None
+            with self.breaker.guard():
+                run_id = text(self.client.get(self.keys.current))
+                created = self.client.hget(self.keys.meta(run_id), "created_ts") if run_id else None
         except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
             log.warning("metrics: cannot read the live run (%s)", type(exc).__name__)
             return
@@ -120,6 +125,10 @@ def init_metrics(app: Flask) -> None:
                         ["route"], buckets=BUCKETS, registry=own)
     errors = Counter("recsys_api_redis_errors", "Failed Redis calls by kind (timeout, connection, error).",
                      ["kind"], registry=own)
+    fallbacks = Counter("recsys_api_fallbacks", "Answers that are not the user's own list from the live run, "
+                        "by reason (missing, empty, unavailable, no-current).", ["reason"], registry=own)
+    for reason in REASONS:
+        fallbacks.labels(reason)
     # exported at 0 from the start, so increase()/rate() see the first error (a series born at 1 shows none)
     for kind in ("timeout", "connection", "error"):
         errors.labels(kind)
@@ -128,7 +137,7 @@ def init_metrics(app: Flask) -> None:
             requests.labels(rule.rule, status, "")
     lookup = app.extensions["lookup"]
     instrument_client(lookup.client, errors)
-    scrape.register(LiveRunCollector(lookup.client, lookup.keys, lookup.max_age))
+    scrape.register(LiveRunCollector(lookup.client, lookup.keys, lookup.max_age, lookup.breaker))
     children: dict[tuple, tuple] = {}  # (route, status, source) -> (counter child, histogram child)
 
     @app.before_request
@@ -146,6 +155,8 @@ def init_metrics(app: Flask) -> None:
         pair[0].inc()
         if started is not None:
             pair[1].observe(time.perf_counter() - started)
+        if reason := g.get("reason"):
+            fallbacks.labels(reason).inc()
         return response
 
     @app.get("/metrics")

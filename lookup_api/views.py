@@ -31,7 +31,10 @@ def _parse_user_id(raw: str) -> int:
 
 
 def _parse_n(max_n: int) -> int:
-    raw = request.args.get("n")
+    given = request.args.getlist("n")
+    if len(given) > 1:
+        raise BadRequest(f"n is given {len(given)} times; give it once")
+    raw = given[0] if given else None
     if raw is None:
         return min(DEFAULT_N, max_n)
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= max_n:
@@ -41,12 +44,15 @@ def _parse_n(max_n: int) -> int:
 
 def _respond(result: Result) -> Response:
     g.source = "stale" if result.stale else result.source  # the requests metric's `source` label
+    g.reason = result.reason  # the fallbacks metric's `reason` label
     head = {"user_id": result.user_id, "source": result.source, "run_id": result.run_id,
             "generated_at": result.generated_at}
     if result.user_id is None:
         del head["user_id"]
     if result.stale:
         head["stale"] = True
+    if result.reason:
+        head["reason"] = result.reason
     # splice the stored, already-serialised items into the envelope: no parse, no re-encode
     body = json.dumps(head, separators=(",", ":")).encode()[:-1] + b',"items":' + result.items_json + b"}"
     return Response(body, mimetype="application/json")

@@ -13,8 +13,8 @@ from batch.cli import cli
 from batch.store import RunStore
 from lookup_api.contract.keys import Keys
 
-COMMANDS = ["run", "download", "status", "show", "rollback", "train", "score", "publish", "evaluate", "tune",
-            "embedded"]
+COMMANDS = ["run", "download", "status", "show", "rollback", "unlock", "train", "score", "publish",
+            "evaluate", "tune", "embedded"]
 
 
 def invoke(*args, env=None):

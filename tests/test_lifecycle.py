@@ -2,15 +2,16 @@
 
 Faults are injected through the lifecycle's ``hook(step)`` between its steps: the lock is lost
 (expired, another run takes it and starts writing) or the Redis process is killed (SIGKILL) after
-the lists, after the metadata, just before the flip and just after it; rollback is tried to every
-kind of run.  After each: ``current`` names a run listed complete whose meta, popular list, user
-index and every user list exist; the real API answers known and unknown users without a 5xx; the
-next run leaves no orphan keys.
+the lists, after the metadata, just before the flip and just after it, or while an old run is being
+retired; rollback is tried to every kind of run.  After each: ``current`` names a run listed complete
+whose meta, popular list, user index and every user list exist; the real API answers known and
+unknown users without a 5xx; the next run leaves no orphan keys.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import pytest
 import redis
@@ -82,6 +83,23 @@ def assert_no_orphans(store: RunStore) -> None:
     assert owners == set(listed), f"orphan keys of {owners - set(listed)}"
     assert store.pending() == []
     assert all(missing(store, r) == [] for r in listed)
+
+
+@contextmanager
+def scan_fails(store: RunStore, before=None):
+    """Within the block, the SCAN that deletes a run's user lists fails (after ``before()`` ran)."""
+    real = store.client.scan_iter
+
+    def scan(*args, **kwargs):
+        if before is not None:
+            before()
+        raise redis.ConnectionError("the connection died mid-retirement")
+
+    store.client.scan_iter = scan
+    try:
+        yield
+    finally:
+        store.client.scan_iter = real
 
 
 def lose_lock_to_b(store: RunStore, state: dict):
@@ -190,9 +208,8 @@ def test_rollback_to_every_kind_of_run(store, server):
     store.client.unlink(store.keys.user(B, 17))  # listed, but a list is gone (evicted, deleted by hand)
     with pytest.raises(StoreError, match=r"user lists \(1\+ of 30\) missing"):
         rollback(store, B)
-    store.client.zadd(store.keys.pending, {A: 1})  # a retirement cut short: unlisted, index gone
-    store.client.zrem(store.keys.runs, A)
-    store.client.unlink(store.keys.popular(A), store.keys.users(A))
+    with pytest.raises(redis.ConnectionError), scan_fails(store):
+        store.delete_run(A)  # a retirement cut short: unlisted, popular list, index and meta gone
     with pytest.raises(StoreError, match="unknown or was deleted"):
         rollback(store, A)
     assert assert_serving(store, server.url) == P  # every refusal left current alone
@@ -201,6 +218,25 @@ def test_rollback_to_every_kind_of_run(store, server):
     assert assert_serving(store, server.url) == N
     assert_no_orphans(store)
     assert [r for r, _ in store.runs()] == [N, P]  # the broken B and the half-retired A are gone
+
+
+def test_retirement_cut_short_is_finished_by_the_next_run(store, server):
+    """The run is killed while it retires an old run: after the history entry, the popular list, the
+    index and the meta went, before the SCAN over its user lists (the issue's repro)."""
+    run(store, P, 1)
+    run(store, A, 2)
+    with pytest.raises(redis.ConnectionError), scan_fails(store, before=server.stop):
+        run(store, B, 3)  # flips to B, then dies retiring P
+    server.start()
+    store = RunStore(server.client(), Keys(), chunk=7)
+    assert assert_serving(store, server.url) == B
+    assert P not in dict(store.runs()) and not store.client.exists(store.keys.users(P))
+    assert store.client.exists(store.keys.user(P, 1)), "P's user lists outlive the cut-short retirement"
+    store.client.delete(store.keys.lock)  # the dead run's lock expires (its TTL, shortened here)
+    run(store, N, 4)
+    assert assert_serving(store, server.url) == N
+    assert_no_orphans(store)  # P's 30 user lists are gone too
+    assert [r for r, _ in store.runs()] == [N, B]
 
 
 def test_lock_lost_between_the_check_and_the_flip_after_the_new_holder_retired_us(store, server):

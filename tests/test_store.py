@@ -16,6 +16,9 @@ def item(movie_id: int, title: str, score: float = 1.0) -> dict:
     return {"movie_id": movie_id, "title": title, "genres": [], "score": score, "predicted_rating": 4.0}
 
 
+POPULAR = encode_items([item(0, "popular", 0.0)])
+
+
 def lists_for(tag: str, users=(1, 2, 3)):
     return [(u, encode_items([item(u, tag)])) for u in users]
 
@@ -68,9 +71,9 @@ def test_failed_publish_leaves_current_and_next_run_removes_orphans(store, clien
         publish_run(store, "20260102T000000Z-bbbb", dying(), b"[]", {"created_ts": "2"})
     assert store.current() == "20260101T000000Z-aaaa"
     assert run_keys(client, store.keys, "20260102T000000Z-bbbb")  # orphaned keys exist...
-    report = publish(store, "20260103T000000Z-cccc", ts="3")
-    assert "20260102T000000Z-bbbb" in report.retired
+    publish(store, "20260103T000000Z-cccc", ts="3")  # deletes them before it writes (lifecycle.prepare)
     assert run_keys(client, store.keys, "20260102T000000Z-bbbb") == set()  # ...and are gone now
+    assert store.pending() == []
 
 
 def test_rollback_default_explicit_and_refused(store):
@@ -114,13 +117,13 @@ def test_a_run_that_lost_its_lock_neither_flips_nor_deletes_the_new_holders_keys
     token_b = store.acquire(ttl=60)  # ...and B took it and is writing
     store.write_lists("20260103T000000Z-cccc", lists_for("c"), token_b)
     with pytest.raises(LostLockError, match="lost the batch lock"):
-        commit(store, "20260102T000000Z-bbbb", b"[]", [1, 2, 3], {"created_ts": "2"}, 2, token_a)
+        commit(store, "20260102T000000Z-bbbb", POPULAR, [1, 2, 3], {"created_ts": "2"}, 2, token_a)
     assert store.current() == "20260101T000000Z-aaaa"
     assert "20260102T000000Z-bbbb" not in dict(store.runs())
     assert run_keys(client, store.keys, "20260103T000000Z-cccc")  # B's pending lists are intact
     with pytest.raises(LostLockError, match="while writing"):  # A's next chunk is refused too
         store.write_lists("20260102T000000Z-bbbb", lists_for("b"), token_a)
-    commit(store, "20260103T000000Z-cccc", b"[]", [1, 2, 3], {"created_ts": "3"}, 2, token_b)
+    commit(store, "20260103T000000Z-cccc", POPULAR, [1, 2, 3], {"created_ts": "3"}, 2, token_b)
     assert store.current() == "20260103T000000Z-cccc"
 
 
@@ -133,7 +136,7 @@ def test_rollback_is_refused_while_a_run_holds_the_lock(store):
 
 
 def test_lock_is_exclusive_and_expires(store, client):
-    with store.lock(ttl=30), pytest.raises(LockedError, match="another batch run holds the lock"), \
+    with store.lock(ttl=30), pytest.raises(LockedError, match="holds the lock .*: another batch run is in"), \
             store.lock():
         pass
     assert client.get(store.keys.lock) is None  # released

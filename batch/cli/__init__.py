@@ -31,7 +31,7 @@ def cli(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet, log_format):
     ctx.obj = make_context(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet, log_format)
 
 
-for command in (ops.run, ops.download_cmd, ops.status, ops.show, ops.rollback, evaluate.evaluate,
+for command in (ops.run, ops.download_cmd, ops.status, ops.show, ops.rollback, ops.unlock, evaluate.evaluate,
                 evaluate.tune, sharded.train, sharded.score, sharded.publish, embedded.embedded):
     cli.add_command(shared_options(command) if not isinstance(command, click.Group) else command)
 

@@ -11,7 +11,9 @@ import functools
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -214,21 +216,40 @@ def redis_errors(url: str | None = None):
     return errors(url)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (Kubernetes eviction, deadline, node drain): stop exactly as on Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+    raise Terminated
+
+
 def fail_cleanly(func):
-    """Turn library errors into ClickException (one line, exit 1); Ctrl-C into ``Aborted!``, exit 130."""
+    """Turn library errors into ClickException (one line, exit 1); Ctrl-C into ``Aborted!``, exit 130.
+
+    SIGTERM is handled like Ctrl-C (the lock released, the SVD child stopped, ``current`` left as
+    it was) and exits 143; the handler is explicit, so it works as PID 1 in a container too.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminate) if main else None
         try:
             return func(*args, **kwargs)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
             with contextlib.suppress(Exception):
-                click.echo("\nAborted!", err=True)
-            raise click.exceptions.Exit(130) from None
+                click.echo("\nTerminated (SIGTERM)!" if terminated else "\nAborted!", err=True)
+            raise click.exceptions.Exit(143 if terminated else 130) from None
         except Exception as exc:
             if any(isinstance(exc, getattr(sys.modules[m], name)) for m, name in LIBRARY_ERRORS
                    if m in sys.modules):
                 raise click.ClickException(str(exc)) from None
             raise
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
     return wrapper

@@ -1,4 +1,4 @@
-"""``recsys-batch run``, ``download``, ``status``, ``show``, ``rollback``: the everyday commands."""
+"""``recsys-batch run``, ``download``, ``status``, ``show``, ``rollback``, ``unlock``: everyday commands."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from batch.cli.common import Context, describe, fail_cleanly, redis_errors
 from batch.cli.options import param_options
 from batch.params import TUNED_PATH, load_params
 from lookup_api.contract.items import PERSONALIZED, POPULAR
-from lookup_api.contract.keys import DEFAULT_KEEP
+from lookup_api.contract.keys import DEFAULT_KEEP, MAX_ID
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,17 @@ log = logging.getLogger(__name__)
 @click.option("--pushgateway", envvar="RECSYS_PUSHGATEWAY", default=None,
               help="Prometheus Pushgateway (host:port or URL) to push the run's metrics to, success or "
                    "failure; a failed push only warns. [env: RECSYS_PUSHGATEWAY]")
+@click.option("--force", is_flag=True,
+              help="Publish even a run the publish gate refuses (far fewer users, movies or ratings than "
+                   "the live run, an empty list); the reasons are recorded in its meta.")
+@click.option("--allow-eviction", is_flag=True, envvar="RECSYS_ALLOW_EVICTION",
+              help="Publish to a Redis whose maxmemory-policy may evict keys (allkeys-*); users whose "
+                   "list is evicted get the popular list. [env: RECSYS_ALLOW_EVICTION]")
 @click.pass_obj
 @fail_cleanly
 @telemetry.reported
-def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_url, **overrides):
+def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_url, force, allow_eviction,
+        **overrides):
     """Train on all ratings, rank candidates for every user, publish atomically.
 
     Every model setting below overrides the tuned file's value for this run.
@@ -62,7 +69,8 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_ur
     store = obj.store()
     with redis_errors(obj.redis_url), store.lock(ttl=lock_ttl) as token:
         result = run_job(obj.data_dir, params, store, keep=keep, url=dataset_url,
-                         progress=sys.stderr.isatty(), release=obj.release, token=token)
+                         progress=sys.stderr.isatty(), release=obj.release, token=token, force=force,
+                         allow_eviction=allow_eviction)
         with obj.durable():  # on disk, the flip and all before it, before "published" is printed
             store.set_timings(result.run_id, result.timings)
     t = result.timings
@@ -150,7 +158,7 @@ def status(obj: Context, as_json):
 
 
 @click.command(short_help="Print what the API serves for a user.")
-@click.argument("user_id", type=click.IntRange(1))
+@click.argument("user_id", type=click.IntRange(1, MAX_ID))
 @click.option("-n", type=click.IntRange(1), default=10,
               help="How many items: 1 to the published list length, as the API's ?n=.")
 @click.pass_obj
@@ -173,7 +181,7 @@ def show(obj: Context, user_id, n):
         raise click.ClickException(f"the live run {live} has no keys (deleted?); see `recsys-batch status`")
     if not 1 <= n <= top_n:  # the API's rule for ?n= (400 there)
         raise click.BadParameter(f"n must be an integer from 1 to {top_n}, got {n}", param_hint="'-n'")
-    source, items = (POPULAR, popular) if mine is None else (PERSONALIZED, mine)
+    source, items = (POPULAR, popular) if not mine else (PERSONALIZED, mine)  # missing or empty: as the API
     click.echo(f"user {user_id}: {source} list from run {live}")
     for rank, item in enumerate(items[:n], start=1):
         click.echo(f"{rank:3d}. {item['title']} [{'|'.join(item['genres'])}] (movie {item['movie_id']}, "
@@ -198,3 +206,24 @@ def rollback(obj: Context, run_id):
     with redis_errors(obj.redis_url), obj.durable():
         target = roll_back(store, run_id)
     click.echo(f"current -> {target}")
+
+
+@click.command(short_help="Clear a batch lock whose holder is gone.")
+@click.option("--force", is_flag=True,
+              help="Clear it even while its holder looks alive (that run then stops before publishing).")
+@click.pass_obj
+@fail_cleanly
+def unlock(obj: Context, force):
+    """Clear the batch lock a run left behind (refused while its holder is alive, unless --force).
+
+    A holder on this host is alive while its process is; elsewhere while it renews the lock.
+
+    \b
+    Example:
+      recsys-batch unlock
+      recsys-batch unlock --force
+    """
+    store = obj.store(create=False)
+    with redis_errors(obj.redis_url):
+        holder = store.unlock(force=force)
+    click.echo("no batch lock is held" if holder is None else f"cleared the lock of {holder.describe()}")

@@ -27,9 +27,11 @@ ARTIFACTS_HELP = "Directory for model artifacts shared by train, score and publi
                    "each step renews it by a heartbeat while it works; publish releases it.")
 @click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
               help="Mirror of the release's zip (checksums are still verified).")
+@click.option("--allow-eviction", is_flag=True, envvar="RECSYS_ALLOW_EVICTION",
+              help="Accept a Redis whose maxmemory-policy may evict keys (allkeys-*).")
 @click.pass_obj
 @fail_cleanly
-def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset_url):
+def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset_url, allow_eviction):
     """Sharded run, step 1: train once and write artifacts for `score --shard`.
 
     \b
@@ -44,7 +46,7 @@ def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset
     obj.require_data()
     with redis_errors(obj.redis_url):
         manifest = train_job(obj.data_dir, params, artifacts, obj.store(), release=obj.release,
-                             url=dataset_url, lock_ttl=lock_ttl)
+                             url=dataset_url, lock_ttl=lock_ttl, allow_eviction=allow_eviction)
     click.echo(f"run {manifest['run_id']} trained: artifacts in {artifacts}")
 
 
@@ -82,9 +84,11 @@ def score(obj: Context, artifacts, shard):
 @click.option("--shards", type=click.IntRange(1), required=True, help="How many shards the run has.")
 @click.option("--keep", type=click.IntRange(1, 100), default=DEFAULT_KEEP,
               help="Complete runs to keep in Redis (older ones are deleted).")
+@click.option("--force", is_flag=True,
+              help="Publish even a run the publish gate refuses; the reasons are recorded in its meta.")
 @click.pass_obj
 @fail_cleanly
-def publish(obj: Context, artifacts, shards, keep):
+def publish(obj: Context, artifacts, shards, keep, force):
     """Sharded run, step 3: flip `current` once every shard is complete.
 
     \b
@@ -94,5 +98,7 @@ def publish(obj: Context, artifacts, shards, keep):
     from batch.sharded import publish_job
 
     with redis_errors(obj.redis_url):
-        report = publish_job(artifacts, shards, obj.store(), keep=keep)
+        report = publish_job(artifacts, shards, obj.store(), keep=keep, force=force)
+    if report.already:
+        return click.echo(f"run {report.run_id} is already published; nothing to do")
     click.echo(f"run {report.run_id} published: {report.users} users from {shards} shards")

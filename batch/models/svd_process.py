@@ -4,7 +4,8 @@ surprise's SGD iterates a Python generator, so it holds the GIL for its whole fi
 cannot overlap it with anything.  A spawned child has its own interpreter (and is the only
 process that imports surprise), while implicit's ALS solver releases the GIL and uses this
 process's cores.  The child is started before the data is loaded, so its imports overlap the
-load; it ignores Ctrl-C (the parent handles it and terminates the child).  The fitted model is
+load; it ignores Ctrl-C and SIGTERM (the parent handles them and kills the child, which holds
+nothing worth a clean exit).  The fitted model is
 the same as an in-process fit with the same seed, array for array.
 """
 
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 
 def _serve(conn) -> None:
     """Child: import surprise, fit the one SVD job sent over ``conn``, send back the model."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # sent to the process group too: the parent decides
+        signal.signal(signum, signal.SIG_IGN)
     import surprise  # noqa: F401  (warm: the import overlaps the parent's data load)
 
     from batch.models.svd import train_svd
@@ -97,12 +99,12 @@ class SVDProcess:
         return value
 
     def close(self) -> None:
-        """Stop the child if it is still running."""
+        """Stop the child if it is still running (SIGKILL: it ignores SIGTERM)."""
         if self._conn is not None:
             self._conn.close()
         if self._proc is not None:
             self._proc.join(timeout=0.5)
             if self._proc.is_alive():
-                self._proc.terminate()
+                self._proc.kill()
                 self._proc.join()
         self._conn = self._proc = None

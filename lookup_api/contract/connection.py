@@ -24,7 +24,6 @@ from lookup_api.contract import embedded
 
 log = logging.getLogger(__name__)
 
-_PASSWORD_RE = re.compile(r"(?<=://)([^:/@]*):([^@]*)@")
 _QUERY_SECRET_RE = re.compile(r"(?i)(?<=[?&])(password|ssl_password|token)=[^&#]*")
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
@@ -45,11 +44,20 @@ def text(value: bytes | str | None) -> str | None:
 
 
 def redact_url(url: str | None) -> str:
-    """Return ``url`` with any password (user-info or ``?password=``) replaced by ``***``."""
+    """Return ``url`` with any password (user-info or ``?password=``) replaced by ``***``.
+
+    The user-info ends at the *last* ``@`` before the query, so a password holding a raw ``@``
+    (or ``/``) is hidden whole.
+    """
     if not url:
         return "(embedded)"
-    url = _PASSWORD_RE.sub(lambda m: f"{m.group(1)}:***@", url)
-    return _QUERY_SECRET_RE.sub(lambda m: f"{m.group(1)}=***", url)
+    scheme, found, rest = url.partition("://")
+    address, mark, query = rest.partition("?")
+    if found and "@" in address:
+        userinfo, _, host = address.rpartition("@")
+        if ":" in userinfo:
+            address = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return _QUERY_SECRET_RE.sub(lambda m: f"{m.group(1)}=***", f"{scheme}{found}{address}{mark}{query}")
 
 
 def check_url(url: str) -> str:
@@ -87,15 +95,20 @@ def connect(
     socket_timeout: float | None = 5.0,
     connect_timeout: float | None = 2.0,
     retries: int = 3,
+    retry_timeouts: bool = True,
     create: bool = True,
 ) -> redis.Redis:
     """Return a Redis client for ``url``, or for the embedded server when ``url`` is empty.
 
     ``retries`` bounds redis-py's reconnect attempts (its default, 10 with exponential
     backoff, could hold a request for many seconds while Redis is down); the API uses 1.
+    ``retry_timeouts=False``: a timed-out command is not retried (on the API's hot path a hung
+    server then costs one timeout, not two); a broken connection still is.
     ``create=False``: do not create a missing embedded directory (raise EmbeddedError).
     """
-    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05) if retries > 1 else NoBackoff(), retries)
+    errors = (redis.ConnectionError, redis.TimeoutError, socket.timeout) if retry_timeouts else \
+        (redis.ConnectionError,)
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05) if retries > 1 else NoBackoff(), retries, errors)
     options = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout, "retry": retry}
     scheme = url.split("://", 1)[0] if url and "://" in url else ""
     if scheme in CLUSTER_SCHEMES:

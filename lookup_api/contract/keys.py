@@ -5,8 +5,9 @@ other's dependencies.  Every key the project reads or writes is built here.
 
     <prefix>:current                   string  id of the live run (flipped last, one SET)
     <prefix>:runs                      zset    run id -> created_at (unix seconds)
-    <prefix>:lock:{<prefix>:current}   string  the batch lock's holder (with expiry); hash-tagged into
-                                               the slot of ``current`` so one script checks it and flips
+    <prefix>:lock:{<prefix>:current}   string  the batch lock (with expiry): JSON naming its holder
+                                               (host, pid, command, since; batch/holder.py); hash-tagged
+                                               into the slot of ``current`` so one script checks it and flips
     <prefix>:pending                   zset    runs being written (orphans if their batch died)
     <prefix>:run:<run>:meta            hash    run metadata (flat strings; JSON for nested values)
     <prefix>:run:<run>:popular         string  JSON list of items
@@ -14,7 +15,8 @@ other's dependencies.  Every key the project reads or writes is built here.
     <prefix>:run:<run>:shards          hash    shard index -> lists written (sharded runs only)
     <prefix>:run:<run>:user:<user_id>  string  JSON list of items, best first
 
-Lists hold items in the format of :mod:`lookup_api.contract.items`.
+Lists hold items in the format of :mod:`lookup_api.contract.items`.  User and movie ids are
+1..``MAX_ID`` everywhere: the batch refuses others at load, ``show`` and the API answer 400.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from datetime import UTC, datetime
 
 DEFAULT_PREFIX = "recsys"
 DEFAULT_KEEP = 2
+MAX_ID = 2**31 - 1  # the largest user or movie id (a signed 32-bit integer, as in most clients' schemas)
 PREFIX_RE = re.compile(r"^(?=.)[A-Za-z0-9_.\-]*(\{[A-Za-z0-9_.\-]+\})?[A-Za-z0-9_.\-]*$")
 
 
