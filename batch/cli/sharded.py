@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from batch.cli.common import Context, fail_cleanly, redis_errors
+from batch.cli.common import Context, redis_errors
 from batch.cli.options import param_option
 from batch.params import load_params
 from lookup_api.contract.keys import DEFAULT_KEEP
@@ -30,7 +30,6 @@ ARTIFACTS_HELP = "Directory for model artifacts shared by train, score and publi
 @click.option("--allow-eviction", is_flag=True, envvar="RECSYS_ALLOW_EVICTION",
               help="Accept a Redis whose maxmemory-policy may evict keys (allkeys-*).")
 @click.pass_obj
-@fail_cleanly
 def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset_url, allow_eviction):
     """Sharded run, step 1: train once and write artifacts for `score --shard`.
 
@@ -56,7 +55,6 @@ def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset
               help="I/N: score the I-th of N user slices (0-based). With JOB_COMPLETION_INDEX set "
                    "(Kubernetes Indexed Job), '$JOB_COMPLETION_INDEX/N' may be given as 'index/N'.")
 @click.pass_obj
-@fail_cleanly
 def score(obj: Context, artifacts, shard):
     """Sharded run, step 2: score one slice of users into the pending run.
 
@@ -87,7 +85,6 @@ def score(obj: Context, artifacts, shard):
 @click.option("--force", is_flag=True,
               help="Publish even a run the publish gate refuses; the reasons are recorded in its meta.")
 @click.pass_obj
-@fail_cleanly
 def publish(obj: Context, artifacts, shards, keep, force):
     """Sharded run, step 3: flip `current` once every shard is complete.
 
