@@ -89,25 +89,23 @@ class Context:
 
             telemetry.use_json_logs()
 
-    def store(self, *, create: bool = True):
+    def store(self, *, create: bool = True, printed: bool = False):
         """Return the RunStore on the configured Redis (connected and pinged on first use).
 
         ``create=False`` (commands that only read or repair): never create the embedded server.
+        :meth:`where` is logged at INFO by a command that may create it (a writer), unless that
+        command prints it (``printed``), else at DEBUG (``-vv``).
         """
         if self._store is None:
             from batch.store import RunStore
             from lookup_api.contract.keys import Keys
 
             self._store = RunStore.open(self.redis_url, Keys(self.prefix), create=create)
-            log.log(logging.INFO if create else logging.DEBUG, "%s", self.where())
+            log.log(logging.INFO if create and not printed else logging.DEBUG, "%s", self.where())
         return self._store
 
     def where(self) -> str:
-        """Return the one line saying which Redis this command uses (password redacted).
-
-        The only place that line is made: ``run`` prints it, the other writers log it at INFO,
-        the rest at DEBUG (``-vv``).
-        """
+        """Return the one line saying which Redis this command uses (password-free): made only here."""
         return f"redis: {describe(self.store().client)}"
 
     def durable(self):

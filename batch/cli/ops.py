@@ -59,7 +59,7 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_ur
 
     params = load_params(params_file).with_(**overrides)
     obj.require_data(download)
-    store = None if dry_run else obj.store()
+    store = None if dry_run else obj.store(printed=True)
     with redis_errors(obj.redis_url):
         result = run_job(obj.data_dir, params, store, keep=keep, url=dataset_url, release=obj.release,
                          progress=sys.stderr.isatty(), lock_ttl=lock_ttl, durable=obj.durable, force=force,

@@ -6,7 +6,7 @@ from dataclasses import MISSING, Field
 
 import click
 
-from batch.params import declared
+from batch.params import TUNED_PATH, declared, tuned_document
 
 
 def _type(f: Field) -> click.ParamType:
@@ -19,14 +19,35 @@ def _type(f: Field) -> click.ParamType:
     return click.FloatRange(meta["min"], meta["max"], min_open=meta["min_open"]) if bounded else click.FLOAT
 
 
+class TunedOption(click.Option):
+    """A setting's option: unset, the tuned file's value, else the built-in default; --help shows which."""
+
+    def get_help_extra(self, ctx: click.Context):
+        """Read the tuned file now, so ``[default: ...]`` is the value a run would use."""
+        try:
+            tuned = tuned_document().get("params", {})
+        except ValueError:  # an unreadable file: run says why
+            tuned = {}
+        extra = super().get_help_extra(ctx)
+        extra["default"] = f"{tuned[self.name]} ({TUNED_PATH.name})" if self.name in tuned else str(self.builtin)
+        return extra
+
+
 def param_option(f: Field | str):
     """Return the option of one setting (unset: the tuned file's value, else the built-in default)."""
     if isinstance(f, str):
         f = next(field for field in declared() if field.name == f)
-    default = f.default if f.default is not MISSING else None
     option = "--" + f.name.replace("_", "-")  # als_factors -> --als-factors
-    return click.option(option, f.name, type=_type(f), default=None, show_default=False,
-                        help=f"{f.metadata['help']} [default: tuned file, else {default}]")
+    decorator = click.option(option, f.name, cls=TunedOption, type=_type(f), default=None,
+                             help=f.metadata["help"])
+
+    def apply(func):
+        func = decorator(func)
+        params = func.params if isinstance(func, click.Command) else func.__click_params__
+        params[-1].builtin = f.default if f.default is not MISSING else None
+        return func
+
+    return apply
 
 
 def param_options(func):
