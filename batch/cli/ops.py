@@ -4,44 +4,35 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
 from batch import telemetry
 from batch.cli.common import Context, redis_errors
-from batch.cli.options import param_options
-from batch.params import TUNED_PATH, load_params
+from batch.cli.options import ALLOW_EVICTION, DATASET_URL, FORCE, KEEP, PARAMS_FILE, param_options
+from batch.params import load_params
 from lookup_api.contract.items import PERSONALIZED, POPULAR
-from lookup_api.contract.keys import DEFAULT_KEEP, MAX_ID
+from lookup_api.contract.keys import MAX_ID
 
 DEFAULT_N = 10  # items shown without -n, as the API's default ?n= (lookup_api.views)
 
 
 @click.command(short_help="Train on all ratings, rank for every user, publish atomically.")
-@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help=f"Parameter file written by `tune` [default: {TUNED_PATH.name} "
-                                 "in the batch package, else built-in defaults].")
+@PARAMS_FILE
 @param_options
-@click.option("--keep", type=click.IntRange(1, 100), default=DEFAULT_KEEP,
-              help="Complete runs to keep in Redis (older ones are deleted).")
+@KEEP
 @click.option("--dry-run", is_flag=True, help="Compute everything, write nothing to Redis.")
 @click.option("--lock-ttl", type=click.FloatRange(1), default=60.0,
               help="Seconds a crashed run's lock outlives its last heartbeat.")
 @click.option("--download", is_flag=True, envvar="RECSYS_DOWNLOAD",
               help="Download the dataset into --data-dir if it is not there (the default data "
                    "directory is always downloaded into). [env: RECSYS_DOWNLOAD]")
-@click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
-              help="Mirror of the release's zip (checksums are still verified). [env: RECSYS_DATASET_URL]")
+@DATASET_URL
 @click.option("--pushgateway", envvar="RECSYS_PUSHGATEWAY", default=None,
               help="Prometheus Pushgateway (host:port or URL) to push the run's metrics to, success or "
                    "failure; a failed push only warns. [env: RECSYS_PUSHGATEWAY]")
-@click.option("--force", is_flag=True,
-              help="Publish even a run the publish gate refuses (far fewer users, movies or ratings than "
-                   "the live run, an empty list); the reasons are recorded in its meta.")
-@click.option("--allow-eviction", is_flag=True, envvar="RECSYS_ALLOW_EVICTION",
-              help="Publish to a Redis whose maxmemory-policy may evict keys (allkeys-*); users whose "
-                   "list is evicted get the popular list. [env: RECSYS_ALLOW_EVICTION]")
+@FORCE
+@ALLOW_EVICTION
 @click.pass_obj
 @telemetry.reported
 def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_url, force, allow_eviction,
@@ -106,15 +97,6 @@ def _read_only_store(obj: Context):
         return None, str(exc)
 
 
-def format_timings(raw: str | None) -> str:
-    """Return stage timings as one line: ``load 0.26s, train_als 2.40s, ..., publish 0.22s, total 8.5s``."""
-    try:
-        timings = json.loads(raw or "{}")
-    except json.JSONDecodeError:
-        return raw or ""
-    return ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
-
-
 _TYPES = {**dict.fromkeys(("n_users", "n_items", "n_ratings", "top_n", "users", "empty_lists",
                            "popular_items", "shards"), int),
           **dict.fromkeys(("created_ts", "last_success_ts", "rolled_back_at"), float),
@@ -163,8 +145,11 @@ def status(obj: Context, as_json):
         click.echo(f"no live run: {why or 'nothing has been published yet (run `recsys-batch run`)'}")
         return
     click.echo(f"live run: {live}" + (f" (age {telemetry.format_age(age)})" if age is not None else ""))
+    timings = _typed_meta(meta).get("timings")
     for key in sorted(meta):
-        click.echo(f"  {key}: {format_timings(meta[key]) if key == 'timings' else meta[key]}")
+        shown = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()) if key == "timings" and \
+            isinstance(timings, dict) else meta[key]
+        click.echo(f"  {key}: {shown}")
     click.echo("history (newest first):")
     for run_id, _ in history:
         click.echo(f"  {'*' if run_id == live else ' '} {run_id}")

@@ -1,12 +1,30 @@
-"""``run``'s model options, generated from the declarations in :mod:`batch.params` (one per setting)."""
+"""The options of ``run`` that the sharded steps share, and the model options generated from
+:mod:`batch.params` (one per setting)."""
 
 from __future__ import annotations
 
 from dataclasses import MISSING, Field
+from pathlib import Path
 
 import click
 
 from batch.params import TUNED_PATH, declared, tuned_document
+from lookup_api.contract.keys import DEFAULT_KEEP
+
+PARAMS_FILE = click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
+                           help=f"Parameter file written by `tune` [default: {TUNED_PATH.name} in the batch "
+                                "package, else built-in defaults].")
+DATASET_URL = click.option("--dataset-url", envvar="RECSYS_DATASET_URL", help="Mirror of the release's zip "
+                           "(checksums are still verified). [env: RECSYS_DATASET_URL]")
+ALLOW_EVICTION = click.option("--allow-eviction", is_flag=True, envvar="RECSYS_ALLOW_EVICTION",
+                              help="Publish to a Redis whose maxmemory-policy may evict keys (allkeys-*); "
+                                   "users whose list is evicted get the popular list. [env: "
+                                   "RECSYS_ALLOW_EVICTION]")
+KEEP = click.option("--keep", type=click.IntRange(1, 100), default=DEFAULT_KEEP,
+                    help="Complete runs to keep in Redis (older ones are deleted).")
+FORCE = click.option("--force", is_flag=True, help="Publish even a run the publish gate refuses (far fewer "
+                     "users, movies or ratings than the live run, an empty list); the reasons are recorded "
+                     "in its meta.")
 
 
 def _type(f: Field) -> click.ParamType:
@@ -29,7 +47,8 @@ class TunedOption(click.Option):
         except ValueError:  # an unreadable file: run says why
             tuned = {}
         extra = super().get_help_extra(ctx)
-        extra["default"] = f"{tuned[self.name]} ({TUNED_PATH.name})" if self.name in tuned else str(self.builtin)
+        name = self.name
+        extra["default"] = f"{tuned[name]} ({TUNED_PATH.name})" if name in tuned else str(self.builtin)
         return extra
 
 
