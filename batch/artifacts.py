@@ -27,11 +27,12 @@ import scipy.sparse as sp
 
 from batch.interactions import Interactions
 from batch.params import Params
+from lookup_api.contract.errors import RecsysError
 
 FORMAT_VERSION = 2
 
 
-class ArtifactsError(Exception):
+class ArtifactsError(RecsysError):
     """The artifacts directory is missing, incomplete or from another format version."""
 
 

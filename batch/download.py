@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batch.formats import ML_1M_FORMAT, Format
+from lookup_api.contract.errors import RecsysError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ RELEASES = {
 }
 
 
-class DownloadError(Exception):
+class DownloadError(RecsysError):
     """The archive could not be fetched, failed verification, or is malformed."""
 
 

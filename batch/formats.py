@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lookup_api.contract.errors import RecsysError
+
 
 @dataclass(frozen=True)
 class Format:
@@ -30,7 +32,7 @@ class Format:
 ML_1M_FORMAT = Format()
 
 
-class DataError(Exception):
+class DataError(RecsysError):
     """A dataset file is missing, unreadable or malformed."""
 
     def __init__(self, path: Path | str, line: int | None, reason: str):

@@ -13,6 +13,8 @@ import os
 import resource
 import subprocess
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -145,16 +147,24 @@ def run_job(
     progress: bool = False,
     release: Release = ML_1M,
     token: str | None = None,
+    lock_ttl: float = 60.0,
+    durable: Callable[[], AbstractContextManager] = nullcontext,
     force: bool = False,
     allow_eviction: bool = False,
 ) -> JobResult:
     """Train on every rating, rank for every user, and publish (``store=None``: dry run).
 
-    ``token``: the batch lock this run holds (None: taken for the publish); publishing is refused
-    if it was lost meanwhile.  ``force``: publish a run the publish gate refuses;
+    The batch lock is held for the whole run: ``token``, a lock held already, else taken here for
+    ``lock_ttl`` seconds (renewed by a heartbeat; refused while another run holds it); publishing
+    is refused if it was lost meanwhile.  The final timings are written within ``durable()`` (the
+    embedded server's fsync).  ``force``: publish a run the publish gate refuses;
     ``allow_eviction``: publish to a Redis whose maxmemory-policy may evict keys
     (:func:`batch.lifecycle.publish`).
     """
+    if store is not None and token is None:
+        with store.lock(ttl=lock_ttl) as token:
+            return run_job(data_dir, params, store, keep=keep, url=url, progress=progress, release=release,
+                           token=token, durable=durable, force=force, allow_eviction=allow_eviction)
     started = time.perf_counter()
     with SVDProcess() as svd_process:  # starts now: its imports overlap the load
         loaded = load_stage(data_dir, release, url)
@@ -189,7 +199,10 @@ def run_job(
                                    users=data.n_users, force=force, allow_eviction=allow_eviction)
         timings["publish"] = time.perf_counter() - stage
     timings["total"] = time.perf_counter() - started
-    log.info("stage timings: %s", ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
+    if store is not None:
+        with durable():  # on disk, the flip and all before it, before the run is reported published
+            store.set_timings(run_id, timings)
+    log.debug("stage timings: %s", ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
     if empty:
         log.warning("%s users have an empty list", empty)
     return result

@@ -13,6 +13,8 @@ import numbers
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from lookup_api.contract.errors import RecsysError
+
 TUNED_PATH = Path(__file__).with_name("tuned_params.json")
 RANKERS = ("svd", "blend")
 BLEND_FORMS = ("linear", "product")
@@ -23,7 +25,7 @@ POPULARITY_RULES = ("mean", "damped", "count", "liked")
 TRAINED = ("als", "svd", "popularity")
 
 
-class ParamError(ValueError):
+class ParamError(RecsysError, ValueError):
     """A parameter value or parameter file is invalid."""
 
 

@@ -20,6 +20,7 @@ import redis
 
 from batch.holder import Holder, beat_interval, locked_message, new_token
 from lookup_api.contract.connection import UNAVAILABLE, connect, explain, redact_url, text
+from lookup_api.contract.errors import RecsysError
 from lookup_api.contract.items import decode_items
 from lookup_api.contract.keys import Keys
 
@@ -34,7 +35,7 @@ _FLIP = ("if redis.call('get', KEYS[1]) ~= ARGV[1] then return {0} end "
          "return {1, redis.call('set', KEYS[2], ARGV[2], 'GET')}")
 
 
-class StoreError(Exception):
+class StoreError(RecsysError):
     """Redis is unreachable, or the requested run state is impossible (one-line message)."""
 
 

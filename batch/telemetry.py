@@ -100,22 +100,36 @@ def push(gateway: str, registry, prefix: str, replace: bool) -> bool:
     return True
 
 
+def _json_logs() -> bool:
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
 def reported(func):
-    """Wrap ``run``: log its stages, push its metrics to ``pushgateway`` (if given), success or not."""
+    """Wrap ``run``: log its stages, push its metrics to ``pushgateway`` (if given), success or not.
+
+    One line per fact: the stage timings are one line (JSON logs: one record per stage, with
+    ``run_id``, ``stage``, ``seconds``).  A failure's record (``stage: failed``) is at ERROR in
+    JSON logs only; in text logs the CLI's own ``Error:`` line says it, so the record is at DEBUG.
+    """
 
     @functools.wraps(func)
     def wrapper(obj, *args, pushgateway: str | None = None, **kwargs):
         try:
             result = func(obj, *args, **kwargs)
         except (Exception, KeyboardInterrupt) as exc:  # Ctrl-C and SIGTERM stop a run too
-            log.error("batch run failed: %s: %s", type(exc).__name__, exc or "interrupted",
-                      extra={"stage": "failed", "error": type(exc).__name__})
+            error = type(exc).__name__
+            log.log(logging.ERROR if _json_logs() else logging.DEBUG, "batch run failed: %s: %s", error,
+                    exc or "interrupted", extra={"stage": "failed", "error": error})
             if pushgateway:
                 push(pushgateway, failure_registry(exc, time.time()), obj.prefix, replace=False)
             raise
-        for stage, seconds in result.timings.items():  # run_id, stage, seconds: fields of the JSON logs
-            log.info("run %s stage %s: %.3fs", result.run_id, stage, seconds,
-                     extra={"run_id": result.run_id, "stage": stage, "seconds": round(seconds, 3)})
+        if _json_logs():  # run_id, stage, seconds: fields of the JSON logs
+            for stage, seconds in result.timings.items():
+                log.info("run %s stage %s: %.3fs", result.run_id, stage, seconds,
+                         extra={"run_id": result.run_id, "stage": stage, "seconds": round(seconds, 3)})
+        else:
+            log.info("%s stages: %s", "dry run" if kwargs.get("dry_run") else f"run {result.run_id}",
+                     ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
         if pushgateway and not kwargs.get("dry_run"):
             push(pushgateway, success_registry(result, time.time()), obj.prefix, replace=True)
         return result

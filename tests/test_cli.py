@@ -59,7 +59,7 @@ def test_run_status_show_rollback(base, client, prefix):
     status = invoke(*base, "status", "--json")
     doc = json.loads(status.output)
     assert doc["current"] == run2 and [r["run_id"] for r in doc["runs"]] == [run2, run1]
-    assert json.loads(doc["meta"]["params"])["top_n"] == 10
+    assert doc["meta"]["params"]["top_n"] == 10 and doc["meta"]["top_n"] == 10
 
     shown = invoke(*base, "show", "7", "-n", "3")
     assert f"personalized list from run {run2}" in shown.output

@@ -1,9 +1,9 @@
 """``recsys-batch``: a thin Click layer over the batch library.
 
-Library errors become one-line messages with exit status 1 (CronJobs retry on it);
-usage errors exit 2; Ctrl-C prints ``Aborted!`` and exits 130; anything unexpected prints a
-traceback and exits 1.  Commands live in their own modules and are registered here explicitly
-(no module imports this one back).  The shared options are accepted before or after the command.
+Library errors (:class:`~lookup_api.contract.errors.RecsysError`) become one ``Error:`` line with
+exit status 1 (CronJobs retry on it); usage errors exit 2; Ctrl-C prints ``Aborted!`` and exits
+130; anything unexpected prints a traceback and exits 1.  Commands live in their own modules and
+are registered here with the shared option sets each one uses (no module imports this one back).
 """
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ from __future__ import annotations
 import click
 
 from batch.cli import embedded, evaluate, ops, sharded
-from batch.cli.common import Group, group_options, make_context, shared_options
+from batch.cli.common import DATA, LOGS, REDIS, Group, uses
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@group_options
-@click.pass_context
-def cli(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet, log_format):
+def cli():
     """Train the MovieLens recommender and publish every user's top-N to Redis.
 
-    The shared options below may also follow the command (`recsys-batch run --data-dir DIR`).
+    Each command takes the shared options it uses (--redis-url, --prefix, --data-dir, --dataset,
+    -v, -q, --log-format); they may also come before the command (`recsys-batch --data-dir DIR run`).
 
     \b
     Example:
@@ -28,12 +27,14 @@ def cli(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet, log_format):
       recsys-batch run --data-dir /path/to/ml-1m
       REDIS_URL=redis://127.0.0.1:6379/0 recsys-batch status
     """
-    ctx.obj = make_context(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet, log_format)
 
 
-for command in (ops.run, ops.download_cmd, ops.status, ops.show, ops.rollback, ops.unlock, evaluate.evaluate,
-                evaluate.tune, sharded.train, sharded.score, sharded.publish, embedded.embedded):
-    cli.add_command(shared_options(command) if not isinstance(command, click.Group) else command)
+for command, sets in ((ops.run, (REDIS, DATA)), (ops.download_cmd, (DATA,)), (ops.status, (REDIS,)),
+                      (ops.show, (REDIS,)), (ops.rollback, (REDIS,)), (ops.unlock, (REDIS,)),
+                      (evaluate.evaluate, (DATA,)), (evaluate.tune, (DATA,)), (sharded.train, (REDIS, DATA)),
+                      (sharded.score, (REDIS,)), (sharded.publish, (REDIS,))):
+    cli.add_command(uses(command, *sets, LOGS))
+cli.add_command(embedded.embedded)
 
 
 def main() -> None:

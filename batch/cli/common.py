@@ -1,5 +1,7 @@
-"""What every ``recsys-batch`` command shares: the context, the shared options, clean errors.
+"""What the ``recsys-batch`` commands share: the option sets, the context, clean errors.
 
+Each shared option is declared once, in :data:`REDIS`, :data:`DATA` or :data:`LOGS`, and
+:func:`uses` adds a set to each command that uses it (``batch/cli/__init__.py`` says which).
 Kept light (no numpy, no redis at import): ``--help`` and the read-only commands import the
 heavy libraries only when they use them.
 """
@@ -20,16 +22,10 @@ import click
 from click.core import ParameterSource
 
 from batch.download import RELEASES, find_dataset
+from lookup_api.contract.errors import RecsysError
 from lookup_api.contract.keys import DEFAULT_PREFIX
 
 log = logging.getLogger("batch")
-
-# Library errors that become a one-line message and exit 1: (module, class).  Checked through
-# sys.modules, so that catching them imports nothing (a module not loaded raised nothing).
-LIBRARY_ERRORS = (("batch.formats", "DataError"), ("batch.download", "DownloadError"),
-                  ("batch.store", "StoreError"), ("batch.params", "ParamError"),
-                  ("batch.artifacts", "ArtifactsError"), ("lookup_api.contract.embedded", "EmbeddedError"),
-                  ("batch.evaluation.split", "EvaluationError"))
 
 
 def _check_url(ctx, param, value):
@@ -41,15 +37,16 @@ def _check_url(ctx, param, value):
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
-# The shared options: on the group with their defaults and environment variables, and on every
-# command without them (given there, they override the group's value).
-SHARED = (
+# The shared option sets: (declarations, attributes) of each option, declared here only.
+REDIS = (
     (("--redis-url",), dict(envvar="REDIS_URL", callback=_check_url,
                             help="Redis server URL (redis://, rediss://, unix://, redis+cluster://). "
                                  "Unset: the embedded server of $RECSYS_EMBEDDED_DIR (default data/redis). "
                                  "[env: REDIS_URL]")),
     (("--prefix",), dict(envvar="RECSYS_PREFIX", default=DEFAULT_PREFIX,
                          help="Key prefix in Redis. [env: RECSYS_PREFIX]")),
+)
+DATA = (
     (("--data-dir",), dict(envvar="RECSYS_DATA_DIR", default="data",
                            type=click.Path(file_okay=False, path_type=Path),
                            help="Directory with ratings.dat + movies.dat (or DIR/ml-1m/). ML-1M is "
@@ -59,40 +56,31 @@ SHARED = (
     (("--dataset",), dict(envvar="RECSYS_DATASET", default="ml-1m", type=click.Choice(list(RELEASES)),
                           help="MovieLens release to download/read (.dat for 1m/10m, CSV for 20m/25m/"
                                "latest-small). [env: RECSYS_DATASET]")),
+)
+LOGS = (
     (("-v", "--verbose"), dict(count=True, show_default=False, help="More logging (-vv for debug).")),
     (("-q", "--quiet"), dict(is_flag=True, help="Only warnings and errors.")),
     (("--log-format",), dict(envvar="RECSYS_LOG_FORMAT", type=click.Choice(["text", "json"]), default="text",
                              help="json: one JSON object per line (run_id, stage, seconds). "
                                   "[env: RECSYS_LOG_FORMAT]")),
 )
+SHARED = {decls[-1].lstrip("-").replace("-", "_"): decls for decls, _ in REDIS + DATA + LOGS}
 
 
 class Context:
-    """Options shared by every command (``ctx.obj``); the Redis client is opened lazily."""
+    """The shared options of one command (``ctx.obj``); the Redis client is opened lazily."""
 
     def __init__(self, redis_url: str | None = None, prefix: str = DEFAULT_PREFIX,
-                 data_dir: Path | str = "data", dataset: str = "ml-1m", *, data_dir_given: bool = False):
+                 data_dir: Path | str = "data", dataset: str = "ml-1m", *, data_dir_given: bool = False,
+                 verbose: int = 0, quiet: bool = False, log_format: str = "text"):
         self.redis_url, self.prefix, self.data_dir = redis_url or None, prefix, Path(data_dir)
         self.release = RELEASES[dataset]
         self.data_dir_given = data_dir_given  # typed on the command line: no implicit download
-        self.verbose, self.quiet, self.log_format = 0, False, "text"
+        self.verbose, self.quiet, self.log_format = verbose, quiet, log_format
         self._store = None
 
-    def override(self, name: str, value) -> None:
-        """Apply a shared option given after the command name."""
-        if name == "dataset":
-            self.release = RELEASES[value]
-        elif name == "verbose":
-            self.verbose += value
-        else:
-            setattr(self, name, value)
-        if name == "data_dir":
-            self.data_dir_given = True
-        if name in ("verbose", "quiet", "log_format"):
-            self.setup_logging()
-
     def setup_logging(self) -> None:
-        """Configure logging to stderr from ``-v`` / ``-q``."""
+        """Configure logging to stderr from ``-v`` / ``-q`` / ``--log-format``."""
         level = logging.WARNING if self.quiet else logging.DEBUG if self.verbose > 1 else logging.INFO
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
         logging.getLogger().setLevel(level)
@@ -101,20 +89,24 @@ class Context:
 
             telemetry.use_json_logs()
 
-    def store(self, *, create: bool = True):
+    def store(self, *, create: bool = True, printed: bool = False):
         """Return the RunStore on the configured Redis (connected and pinged on first use).
 
-        ``create=False`` (read-only commands): never create the embedded server's directory.
+        ``create=False`` (commands that only read or repair): never create the embedded server.
+        :meth:`where` is logged at INFO by a command that may create it (a writer), unless that
+        command prints it (``printed``), else at DEBUG (``-vv``).
         """
         if self._store is None:
             from batch.store import RunStore
-            from lookup_api.contract.connection import redact_url
             from lookup_api.contract.keys import Keys
 
             self._store = RunStore.open(self.redis_url, Keys(self.prefix), create=create)
-            client = self._store.client
-            log.info("redis: %s", describe(client) if self.redis_url is None else redact_url(self.redis_url))
+            log.log(logging.INFO if create and not printed else logging.DEBUG, "%s", self.where())
         return self._store
+
+    def where(self) -> str:
+        """Return the one line saying which Redis this command uses (password-free): made only here."""
+        return f"redis: {describe(self.store().client)}"
 
     def durable(self):
         """Return a context in which the embedded server fsyncs each write (no-op with REDIS_URL)."""
@@ -133,18 +125,68 @@ class Context:
         if download or not self.data_dir_given or find_dataset(self.data_dir, self.release) is not None:
             return
         name, ratings = self.release.name, self.release.fmt.ratings_file
-        raise click.ClickException(
-            f"{self.data_dir} holds no {ratings} (nor {self.data_dir / name}/{ratings}): check the path, or "
-            f"pass --download to fetch {name} into it")
+        raise RecsysError(f"{self.data_dir} holds no {ratings} (nor {self.data_dir / name}/{ratings}): check "
+                          f"the path, or pass --download to fetch {name} into it")
 
 
-def _override(ctx: click.Context, param: click.Parameter, value):
-    if value not in (None, False, 0):
-        ctx.find_object(Context).override(param.name, value)
+def uses(command: click.Command, *sets) -> click.Command:
+    """Add the option sets ``sets`` to ``command``; its callback then finds their values in ``ctx.obj``."""
+    for decls, attrs in (option for options in sets for option in options):
+        command = click.option(*decls, **attrs)(command)  # a built Command appends each parameter
+    callback = command.callback
+
+    @functools.wraps(callback)
+    def with_context(**kwargs):
+        ctx = click.get_current_context()
+        shared = {name: kwargs.pop(name) for name in SHARED if name in kwargs}
+        given = ctx.get_parameter_source("data_dir") in (ParameterSource.COMMANDLINE, ParameterSource.PROMPT)
+        ctx.obj = Context(**shared, data_dir_given=given)
+        ctx.obj.setup_logging()
+        return callback(**kwargs)
+
+    command.callback = with_context
+    return command
+
+
+def _leading_shared(args: list[str]) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """Split off the shared options before the command name: ``([(option, tokens)], rest)``."""
+    flags = {"-v": "-v", "--verbose": "-v", "-q": "-q", "--quiet": "-q"}
+    valued = {d for name, decls in SHARED.items() for d in decls if d not in flags}
+    moved, i = [], 0
+    while i < len(args):
+        name = args[i].split("=", 1)[0]
+        if name in valued:
+            tokens = args[i : i + (1 if "=" in args[i] else 2)]
+            moved.append((name, tokens))
+            i += len(tokens)
+        elif name in flags or (name.startswith("-") and len(name) > 2 and set(name[1:]) <= {"v", "q"}):
+            moved += [(f"-{c}", [f"-{c}"]) for c in (name[1:] if name[1] != "-" else flags[name][1:])]
+            i += 1
+        else:
+            break
+    return moved, args[i:]
 
 
 class Group(click.Group):
-    """A Click group whose command list shows each command's whole summary line (wrapped, not cut)."""
+    """A Click group whose command list shows each command's whole summary line (wrapped, not cut).
+
+    The root group also accepts the shared options before the command name (``recsys-batch
+    --data-dir DIR run``): each goes to the command if that command takes it, else is ignored.
+    It turns every :class:`RecsysError` into one ``Error:`` line with exit status 1.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Move the shared options given before the command name after it (those it takes)."""
+        moved, rest = _leading_shared(args) if ctx.parent is None else ([], args)
+        command = self.get_command(ctx, rest[0]) if rest else None
+        if moved and command is not None:
+            takes = {opt for param in command.params for opt in param.opts}
+            rest = [rest[0], *(t for name, tokens in moved if name in takes for t in tokens), *rest[1:]]
+        return super().parse_args(ctx, rest)
+
+    def invoke(self, ctx: click.Context):
+        """Run the command; library errors become one line (see :func:`fail_cleanly`)."""
+        return fail_cleanly(super().invoke)(ctx) if ctx.parent is None else super().invoke(ctx)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """Write the command list with untruncated summaries."""
@@ -153,34 +195,6 @@ class Group(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
-
-
-def group_options(func):
-    """Add the shared options, with defaults and environment variables, to the group."""
-    for decls, attrs in reversed(SHARED):
-        func = click.option(*decls, **attrs)(func)
-    return func
-
-
-def shared_options(command: click.Command) -> click.Command:
-    """Accept the shared options after the command name too (they override the group's)."""
-    for decls, attrs in SHARED:  # a built Command appends each new parameter
-        attrs = {k: v for k, v in attrs.items() if k not in ("envvar", "default", "callback")}
-        attrs["help"] = attrs["help"].split(" [env:")[0]
-        callback = _override if decls[0] != "--redis-url" else \
-            lambda ctx, param, value: _override(ctx, param, _check_url(ctx, param, value))
-        command = click.option(*decls, expose_value=False, callback=callback, **attrs)(command)
-    return command
-
-
-def make_context(ctx: click.Context, redis_url, prefix, data_dir, dataset, verbose, quiet,
-                 log_format: str = "text") -> Context:
-    """Build the group's Context from its options (``--data-dir`` typed by hand or not)."""
-    given = ctx.get_parameter_source("data_dir") in (ParameterSource.COMMANDLINE, ParameterSource.PROMPT)
-    obj = Context(redis_url, prefix, data_dir, dataset, data_dir_given=given)
-    obj.verbose, obj.quiet, obj.log_format = verbose, quiet, log_format
-    obj.setup_logging()
-    return obj
 
 
 def describe(client) -> str:
@@ -226,7 +240,7 @@ def _terminate(signum, frame):
 
 
 def fail_cleanly(func):
-    """Turn library errors into ClickException (one line, exit 1); Ctrl-C into ``Aborted!``, exit 130.
+    """Turn a RecsysError into ClickException (one line, exit 1); Ctrl-C into ``Aborted!``, exit 130.
 
     SIGTERM is handled like Ctrl-C (the lock released, the SVD child stopped, ``current`` left as
     it was) and exits 143; the handler is explicit, so it works as PID 1 in a container too.
@@ -243,11 +257,8 @@ def fail_cleanly(func):
             with contextlib.suppress(Exception):
                 click.echo("\nTerminated (SIGTERM)!" if terminated else "\nAborted!", err=True)
             raise click.exceptions.Exit(143 if terminated else 130) from None
-        except Exception as exc:
-            if any(isinstance(exc, getattr(sys.modules[m], name)) for m, name in LIBRARY_ERRORS
-                   if m in sys.modules):
-                raise click.ClickException(str(exc)) from None
-            raise
+        except RecsysError as exc:
+            raise click.ClickException(str(exc)) from None
         finally:
             if main:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -3,48 +3,37 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
-from pathlib import Path
 
 import click
 
 from batch import telemetry
-from batch.cli.common import Context, describe, fail_cleanly, redis_errors
-from batch.cli.options import param_options
-from batch.params import TUNED_PATH, load_params
+from batch.cli.common import Context, redis_errors
+from batch.cli.options import ALLOW_EVICTION, DATASET_URL, FORCE, KEEP, PARAMS_FILE, param_options
+from batch.params import load_params
 from lookup_api.contract.items import PERSONALIZED, POPULAR
-from lookup_api.contract.keys import DEFAULT_KEEP, MAX_ID
+from lookup_api.contract.keys import MAX_ID
 
-log = logging.getLogger(__name__)
+DEFAULT_N = 10  # items shown without -n, as the API's default ?n= (lookup_api.views)
 
 
 @click.command(short_help="Train on all ratings, rank for every user, publish atomically.")
-@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help=f"Parameter file written by `tune` [default: {TUNED_PATH.name} "
-                                 "in the batch package, else built-in defaults].")
+@PARAMS_FILE
 @param_options
-@click.option("--keep", type=click.IntRange(1, 100), default=DEFAULT_KEEP,
-              help="Complete runs to keep in Redis (older ones are deleted).")
+@KEEP
 @click.option("--dry-run", is_flag=True, help="Compute everything, write nothing to Redis.")
 @click.option("--lock-ttl", type=click.FloatRange(1), default=60.0,
               help="Seconds a crashed run's lock outlives its last heartbeat.")
 @click.option("--download", is_flag=True, envvar="RECSYS_DOWNLOAD",
               help="Download the dataset into --data-dir if it is not there (the default data "
                    "directory is always downloaded into). [env: RECSYS_DOWNLOAD]")
-@click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
-              help="Mirror of the release's zip (checksums are still verified). [env: RECSYS_DATASET_URL]")
+@DATASET_URL
 @click.option("--pushgateway", envvar="RECSYS_PUSHGATEWAY", default=None,
               help="Prometheus Pushgateway (host:port or URL) to push the run's metrics to, success or "
                    "failure; a failed push only warns. [env: RECSYS_PUSHGATEWAY]")
-@click.option("--force", is_flag=True,
-              help="Publish even a run the publish gate refuses (far fewer users, movies or ratings than "
-                   "the live run, an empty list); the reasons are recorded in its meta.")
-@click.option("--allow-eviction", is_flag=True, envvar="RECSYS_ALLOW_EVICTION",
-              help="Publish to a Redis whose maxmemory-policy may evict keys (allkeys-*); users whose "
-                   "list is evicted get the popular list. [env: RECSYS_ALLOW_EVICTION]")
+@FORCE
+@ALLOW_EVICTION
 @click.pass_obj
-@fail_cleanly
 @telemetry.reported
 def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_url, force, allow_eviction,
         **overrides):
@@ -61,22 +50,19 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_ur
 
     params = load_params(params_file).with_(**overrides)
     obj.require_data(download)
-    if dry_run:
-        result = run_job(obj.data_dir, params, None, url=dataset_url, release=obj.release)
-        click.echo(f"dry run: {result.users} users, {result.items} movies, {result.ratings} ratings "
-                   f"computed in {result.timings.get('total', 0):.1f}s; nothing written to Redis")
-        return result
-    store = obj.store()
-    with redis_errors(obj.redis_url), store.lock(ttl=lock_ttl) as token:
-        result = run_job(obj.data_dir, params, store, keep=keep, url=dataset_url,
-                         progress=sys.stderr.isatty(), release=obj.release, token=token, force=force,
+    store = None if dry_run else obj.store(printed=True)
+    with redis_errors(obj.redis_url):
+        result = run_job(obj.data_dir, params, store, keep=keep, url=dataset_url, release=obj.release,
+                         progress=sys.stderr.isatty(), lock_ttl=lock_ttl, durable=obj.durable, force=force,
                          allow_eviction=allow_eviction)
-        with obj.durable():  # on disk, the flip and all before it, before "published" is printed
-            store.set_timings(result.run_id, result.timings)
     t = result.timings
+    if store is None:
+        click.echo(f"dry run: {result.users} users, {result.items} movies, {result.ratings} ratings "
+                   f"computed in {t.get('total', 0):.1f}s; nothing written to Redis")
+        return result
     click.echo(f"run {result.run_id} published: {result.users} users, {result.items} movies, "
                f"{result.ratings} ratings in {t.get('total', 0):.1f}s (publish {t.get('publish', 0):.1f}s)")
-    click.echo(f"redis: {describe(store.client)}")
+    click.echo(obj.where())
     if obj.redis_url is None:
         click.echo("the embedded redis-server keeps running for the API and later commands; "
                    "stop it with `recsys-batch embedded stop`")
@@ -87,7 +73,6 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_ur
 @click.option("--url", default=None, help="Mirror of the release's zip (checksums are still verified).")
 @click.option("--force", is_flag=True, help="Download again even if the files are present.")
 @click.pass_obj
-@fail_cleanly
 def download_cmd(obj: Context, url, force):
     """Download the MovieLens release into DATA_DIR/<release> and verify its checksums.
 
@@ -103,29 +88,39 @@ def download_cmd(obj: Context, url, force):
 
 
 def _read_only_store(obj: Context):
-    """Return the store, or None when the embedded server's directory does not exist (nothing published)."""
+    """Return ``(store, None)``, or ``(None, why)`` when there is no embedded server (nothing published)."""
     from lookup_api.contract.embedded import EmbeddedError
 
     try:
-        return obj.store(create=False)
+        return obj.store(create=False), None
     except EmbeddedError as exc:
-        log.info("%s", exc)
-        return None
+        return None, str(exc)
 
 
-def format_timings(raw: str | None) -> str:
-    """Return stage timings as one line: ``load 0.26s, train_als 2.40s, ..., publish 0.22s, total 8.5s``."""
-    try:
-        timings = json.loads(raw or "{}")
-    except json.JSONDecodeError:
-        return raw or ""
-    return ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
+_TYPES = {**dict.fromkeys(("n_users", "n_items", "n_ratings", "top_n", "users", "empty_lists",
+                           "popular_items", "shards"), int),
+          **dict.fromkeys(("created_ts", "last_success_ts", "rolled_back_at"), float),
+          **dict.fromkeys(("params", "timings", "peak_rss_mib"), json.loads), "success": lambda v: v == "1"}
+
+
+def _typed_meta(meta: dict[str, str]) -> dict:
+    """Return a run's meta hash typed: counts as ints, times as floats, params and timings as objects.
+
+    What ``status --json`` prints; to be replaced by the contract's ``RunMeta.from_hash``.  Other
+    fields, and a value that does not parse, stay strings.
+    """
+    typed = {}
+    for key, value in meta.items():
+        try:
+            typed[key] = _TYPES.get(key, str)(value)
+        except ValueError:
+            typed[key] = value
+    return typed
 
 
 @click.command(short_help="Show the live run, its metadata and the run history.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (typed: numbers, objects).")
 @click.pass_obj
-@fail_cleanly
 def status(obj: Context, as_json):
     """Show the live run, its metadata (timings: every stage, publish, total) and the run history.
 
@@ -134,7 +129,7 @@ def status(obj: Context, as_json):
       recsys-batch status
       recsys-batch status --json
     """
-    store = _read_only_store(obj)
+    store, why = _read_only_store(obj)
     live, history, meta = None, [], {}
     if store is not None:
         with redis_errors(obj.redis_url):
@@ -143,26 +138,38 @@ def status(obj: Context, as_json):
             meta = store.meta(live) if live else {}
     age = telemetry.age_seconds(meta)
     if as_json:
-        click.echo(json.dumps({"current": live, "age_seconds": age, "meta": meta,
+        click.echo(json.dumps({"current": live, "age_seconds": age, "meta": _typed_meta(meta),
                                "runs": [{"run_id": r, "created_ts": s} for r, s in history]}, indent=2))
         return
     if live is None:
-        click.echo("no live run: nothing has been published yet (run `recsys-batch run`)")
+        click.echo(f"no live run: {why or 'nothing has been published yet (run `recsys-batch run`)'}")
         return
     click.echo(f"live run: {live}" + (f" (age {telemetry.format_age(age)})" if age is not None else ""))
+    timings = _typed_meta(meta).get("timings")
     for key in sorted(meta):
-        click.echo(f"  {key}: {format_timings(meta[key]) if key == 'timings' else meta[key]}")
+        shown = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()) if key == "timings" and \
+            isinstance(timings, dict) else meta[key]
+        click.echo(f"  {key}: {shown}")
     click.echo("history (newest first):")
     for run_id, _ in history:
         click.echo(f"  {'*' if run_id == live else ' '} {run_id}")
 
 
+def check_n(n: int | None, top_n: int) -> int:
+    """Return how many items to show: the API's rule for ``?n=`` (unset: 10, at most the list length)."""
+    if n is None:
+        return min(DEFAULT_N, top_n)
+    if not 1 <= n <= top_n:
+        raise click.BadParameter(f"n must be an integer from 1 to {top_n}, got {n}", param_hint="'-n'")
+    return n
+
+
 @click.command(short_help="Print what the API serves for a user.")
 @click.argument("user_id", type=click.IntRange(1, MAX_ID))
-@click.option("-n", type=click.IntRange(1), default=10,
-              help="How many items: 1 to the published list length, as the API's ?n=.")
+@click.option("-n", type=int, default=None, show_default=False,
+              help=f"How many items: 1 to the published list length [default: {DEFAULT_N}, at most that "
+                   "length], as the API's ?n=.")
 @click.pass_obj
-@fail_cleanly
 def show(obj: Context, user_id, n):
     """Print what the API serves for USER_ID (the popular list for unknown users).
 
@@ -170,7 +177,7 @@ def show(obj: Context, user_id, n):
     Example:
       recsys-batch show 42 -n 5
     """
-    store = _read_only_store(obj)
+    store, _ = _read_only_store(obj)
     with redis_errors(obj.redis_url):
         live = store.current() if store is not None else None
         if live is None:
@@ -179,8 +186,7 @@ def show(obj: Context, user_id, n):
         top_n = int(store.meta(live).get("top_n") or len(popular or []))
     if popular is None:
         raise click.ClickException(f"the live run {live} has no keys (deleted?); see `recsys-batch status`")
-    if not 1 <= n <= top_n:  # the API's rule for ?n= (400 there)
-        raise click.BadParameter(f"n must be an integer from 1 to {top_n}, got {n}", param_hint="'-n'")
+    n = check_n(n, top_n)
     source, items = (POPULAR, popular) if not mine else (PERSONALIZED, mine)  # missing or empty: as the API
     click.echo(f"user {user_id}: {source} list from run {live}")
     for rank, item in enumerate(items[:n], start=1):
@@ -191,7 +197,6 @@ def show(obj: Context, user_id, n):
 @click.command(short_help="Point the live run at an earlier complete run.")
 @click.argument("run_id", required=False)
 @click.pass_obj
-@fail_cleanly
 def rollback(obj: Context, run_id):
     """Point the live run at RUN_ID (default: the previous complete run).
 
@@ -212,7 +217,6 @@ def rollback(obj: Context, run_id):
 @click.option("--force", is_flag=True,
               help="Clear it even while its holder looks alive (that run then stops before publishing).")
 @click.pass_obj
-@fail_cleanly
 def unlock(obj: Context, force):
     """Clear the batch lock a run left behind (refused while its holder is alive, unless --force).
 

@@ -1,12 +1,30 @@
-"""``run``'s model options, generated from the declarations in :mod:`batch.params` (one per setting)."""
+"""The options of ``run`` that the sharded steps share, and the model options generated from
+:mod:`batch.params` (one per setting)."""
 
 from __future__ import annotations
 
 from dataclasses import MISSING, Field
+from pathlib import Path
 
 import click
 
-from batch.params import declared
+from batch.params import TUNED_PATH, declared, tuned_document
+from lookup_api.contract.keys import DEFAULT_KEEP
+
+PARAMS_FILE = click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
+                           help=f"Parameter file written by `tune` [default: {TUNED_PATH.name} in the batch "
+                                "package, else built-in defaults].")
+DATASET_URL = click.option("--dataset-url", envvar="RECSYS_DATASET_URL", help="Mirror of the release's zip "
+                           "(checksums are still verified). [env: RECSYS_DATASET_URL]")
+ALLOW_EVICTION = click.option("--allow-eviction", is_flag=True, envvar="RECSYS_ALLOW_EVICTION",
+                              help="Publish to a Redis whose maxmemory-policy may evict keys (allkeys-*); "
+                                   "users whose list is evicted get the popular list. [env: "
+                                   "RECSYS_ALLOW_EVICTION]")
+KEEP = click.option("--keep", type=click.IntRange(1, 100), default=DEFAULT_KEEP,
+                    help="Complete runs to keep in Redis (older ones are deleted).")
+FORCE = click.option("--force", is_flag=True, help="Publish even a run the publish gate refuses (far fewer "
+                     "users, movies or ratings than the live run, an empty list); the reasons are recorded "
+                     "in its meta.")
 
 
 def _type(f: Field) -> click.ParamType:
@@ -19,14 +37,36 @@ def _type(f: Field) -> click.ParamType:
     return click.FloatRange(meta["min"], meta["max"], min_open=meta["min_open"]) if bounded else click.FLOAT
 
 
+class TunedOption(click.Option):
+    """A setting's option: unset, the tuned file's value, else the built-in default; --help shows which."""
+
+    def get_help_extra(self, ctx: click.Context):
+        """Read the tuned file now, so ``[default: ...]`` is the value a run would use."""
+        try:
+            tuned = tuned_document().get("params", {})
+        except ValueError:  # an unreadable file: run says why
+            tuned = {}
+        extra = super().get_help_extra(ctx)
+        name = self.name
+        extra["default"] = f"{tuned[name]} ({TUNED_PATH.name})" if name in tuned else str(self.builtin)
+        return extra
+
+
 def param_option(f: Field | str):
     """Return the option of one setting (unset: the tuned file's value, else the built-in default)."""
     if isinstance(f, str):
         f = next(field for field in declared() if field.name == f)
-    default = f.default if f.default is not MISSING else None
     option = "--" + f.name.replace("_", "-")  # als_factors -> --als-factors
-    return click.option(option, f.name, type=_type(f), default=None, show_default=False,
-                        help=f"{f.metadata['help']} [default: tuned file, else {default}]")
+    decorator = click.option(option, f.name, cls=TunedOption, type=_type(f), default=None,
+                             help=f.metadata["help"])
+
+    def apply(func):
+        func = decorator(func)
+        params = func.params if isinstance(func, click.Command) else func.__click_params__
+        params[-1].builtin = f.default if f.default is not MISSING else None
+        return func
+
+    return apply
 
 
 def param_options(func):

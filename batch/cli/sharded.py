@@ -6,10 +6,9 @@ from pathlib import Path
 
 import click
 
-from batch.cli.common import Context, fail_cleanly, redis_errors
-from batch.cli.options import param_option
+from batch.cli.common import Context, redis_errors
+from batch.cli.options import ALLOW_EVICTION, DATASET_URL, FORCE, KEEP, PARAMS_FILE, param_option
 from batch.params import load_params
-from lookup_api.contract.keys import DEFAULT_KEEP
 
 ARTIFACTS = {"type": click.Path(file_okay=False, path_type=Path), "required": True,
              "envvar": "RECSYS_ARTIFACTS"}  # the --artifacts option of every step
@@ -18,19 +17,15 @@ ARTIFACTS_HELP = "Directory for model artifacts shared by train, score and publi
 
 @click.command()
 @click.option("--artifacts", **ARTIFACTS, help=ARTIFACTS_HELP + " [env: RECSYS_ARTIFACTS]")
-@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Parameter file written by `tune` [default: the tuned file, else defaults].")
+@PARAMS_FILE
 @param_option("top_n")
 @param_option("ranker")
 @click.option("--lock-ttl", type=click.FloatRange(1), default=900.0, show_default=True,
               help="Seconds the batch lock (the run's lease) outlives the last step that renewed it; "
                    "each step renews it by a heartbeat while it works; publish releases it.")
-@click.option("--dataset-url", envvar="RECSYS_DATASET_URL", default=None,
-              help="Mirror of the release's zip (checksums are still verified).")
-@click.option("--allow-eviction", is_flag=True, envvar="RECSYS_ALLOW_EVICTION",
-              help="Accept a Redis whose maxmemory-policy may evict keys (allkeys-*).")
+@DATASET_URL
+@ALLOW_EVICTION
 @click.pass_obj
-@fail_cleanly
 def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset_url, allow_eviction):
     """Sharded run, step 1: train once and write artifacts for `score --shard`.
 
@@ -56,7 +51,6 @@ def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset
               help="I/N: score the I-th of N user slices (0-based). With JOB_COMPLETION_INDEX set "
                    "(Kubernetes Indexed Job), '$JOB_COMPLETION_INDEX/N' may be given as 'index/N'.")
 @click.pass_obj
-@fail_cleanly
 def score(obj: Context, artifacts, shard):
     """Sharded run, step 2: score one slice of users into the pending run.
 
@@ -82,12 +76,9 @@ def score(obj: Context, artifacts, shard):
 @click.command()
 @click.option("--artifacts", **ARTIFACTS, help=ARTIFACTS_HELP)
 @click.option("--shards", type=click.IntRange(1), required=True, help="How many shards the run has.")
-@click.option("--keep", type=click.IntRange(1, 100), default=DEFAULT_KEEP,
-              help="Complete runs to keep in Redis (older ones are deleted).")
-@click.option("--force", is_flag=True,
-              help="Publish even a run the publish gate refuses; the reasons are recorded in its meta.")
+@KEEP
+@FORCE
 @click.pass_obj
-@fail_cleanly
 def publish(obj: Context, artifacts, shards, keep, force):
     """Sharded run, step 3: flip `current` once every shard is complete.
 

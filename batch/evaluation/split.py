@@ -11,11 +11,12 @@ from sklearn.model_selection import train_test_split
 
 from batch.interactions import Interactions
 from batch.movielens import Ratings
+from lookup_api.contract.errors import RecsysError
 
 log = logging.getLogger(__name__)
 
 
-class EvaluationError(ValueError):
+class EvaluationError(RecsysError, ValueError):
     """The data cannot be split or scored under the protocol."""
 
 

@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lookup_api.contract.errors import RecsysError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_EMBEDDED_DIR = "data/redis"
@@ -35,7 +37,7 @@ MAX_SOCKET_PATH = 100  # sun_path holds 107 bytes on Linux, 103 on macOS
 START_TIMEOUT = 60.0  # seconds to wait for the lock, and for the server to load its data
 
 
-class EmbeddedError(Exception):
+class EmbeddedError(RecsysError):
     """The embedded server cannot be found, started or stopped (one-line message)."""
 
 
