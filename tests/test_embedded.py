@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from lookup_api.contract import embedded
+from lookup_api import embedded_redis as embedded
 from lookup_api.contract.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ log = logging.getLogger("batch")
 # sys.modules, so that catching them imports nothing (a module not loaded raised nothing).
 LIBRARY_ERRORS = (("batch.formats", "DataError"), ("batch.download", "DownloadError"),
                   ("batch.store", "StoreError"), ("batch.params", "ParamError"),
-                  ("batch.artifacts", "ArtifactsError"), ("lookup_api.contract.embedded", "EmbeddedError"),
+                  ("batch.artifacts", "ArtifactsError"), ("lookup_api.embedded_redis", "EmbeddedError"),
                   ("batch.evaluation.split", "EvaluationError"))
 
 
@@ -120,7 +120,7 @@ class Context:
         """Return a context in which the embedded server fsyncs each write (no-op with REDIS_URL)."""
         if self.redis_url is not None:
             return contextlib.nullcontext()
-        from lookup_api.contract.embedded import fsynced
+        from lookup_api.embedded_redis import fsynced
 
         return fsynced(self.store().client)
 

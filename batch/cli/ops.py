@@ -104,7 +104,7 @@ def download_cmd(obj: Context, url, force):
 
 def _read_only_store(obj: Context):
     """Return the store, or None when the embedded server's directory does not exist (nothing published)."""
-    from lookup_api.contract.embedded import EmbeddedError
+    from lookup_api.embedded_redis import EmbeddedError
 
     try:
         return obj.store(create=False)
