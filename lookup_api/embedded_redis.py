@@ -28,9 +28,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lookup_api import paths
+
 log = logging.getLogger(__name__)
 
-DEFAULT_EMBEDDED_DIR = "data/redis"
 MAX_SOCKET_PATH = 100  # sun_path holds 107 bytes on Linux, 103 on macOS
 START_TIMEOUT = 60.0  # seconds to wait for the lock, and for the server to load its data
 
@@ -40,8 +41,9 @@ class EmbeddedError(Exception):
 
 
 def embedded_dir(directory: Path | str | None = None) -> Path:
-    """Return the embedded server's directory: ``directory``, ``$RECSYS_EMBEDDED_DIR`` or data/redis."""
-    return Path(directory or os.environ.get("RECSYS_EMBEDDED_DIR") or DEFAULT_EMBEDDED_DIR).absolute()
+    """Return the embedded server's directory: ``directory``, ``$RECSYS_EMBEDDED_DIR``, else the
+    checkout's ``data/redis`` (:mod:`lookup_api.paths`), whatever the working directory."""
+    return paths.embedded_dir(directory)
 
 
 @dataclass(frozen=True)
