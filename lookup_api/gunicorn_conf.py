@@ -44,7 +44,10 @@ if _fresh:
     _inherited = False
 else:
     os.environ.pop(_FRESH, None)
-    paths.private_dir(_given, "PROMETHEUS_MULTIPROC_DIR")  # ours, 0700, no symlink: else refuse
+    try:  # ours, 0700, no symlink: else refuse to start (another user could inject metric files)
+        paths.private_dir(_given, "PROMETHEUS_MULTIPROC_DIR")
+    except OSError as exc:
+        raise SystemExit(f"recsys-api: {exc}") from None
 multiproc_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 os.environ[_OWNER] = str(_master[0])
 
