@@ -272,7 +272,9 @@ def _start(server: Embedded) -> None:
         raise EmbeddedError(f"redis-server did not come up on {server.socket}: {' | '.join(log_tail)}")
     if migrate:
         _switch_to_aof(server)
-    log.info("started embedded redis-server pid %s on %s", server.pid(), server.socket)
+    log.info("started the embedded redis-server (pid %s, data in %s, socket %s); it keeps running for the "
+             "API and later commands, whatever this command does next: stop it with "
+             "`recsys-batch embedded stop`", server.pid(), server.directory, server.socket)
 
 
 def _switch_to_aof(server: Embedded) -> None:
