@@ -8,7 +8,7 @@ import os
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, NotFound
 
-from lookup_api import paths
+from lookup_api import where
 from lookup_api.contract.connection import connect
 from lookup_api.contract.keys import DEFAULT_PREFIX, MAX_ID, Keys
 from lookup_api.metrics import init_metrics
@@ -68,7 +68,7 @@ def create_app(config: dict | None = None) -> Flask:
     )
     if app.config.get("REDIS_CLIENT") is None:  # the one start-up line: where this process reads from
         log.info("lookup API, prefix %s: %s", app.config["PREFIX"],
-                 paths.describe(redis_url=app.config["REDIS_URL"], embedded=app.config["EMBEDDED_DIR"]))
+                 where.describe(redis_url=app.config["REDIS_URL"], embedded=app.config["EMBEDDED_DIR"]))
     app.register_blueprint(bp)
     init_metrics(app)  # /metrics, request metrics, the live run's age
 

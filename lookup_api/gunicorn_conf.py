@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from gunicorn.config import AccessLogFormat
 from gunicorn.glogging import Logger
 
-from lookup_api import paths
+from lookup_api import paths, where
 
 _OWNER = "RECSYS_METRICS_DIR_OWNER"  # pid of the master whose directory PROMETHEUS_MULTIPROC_DIR is
 _FRESH = "RECSYS_METRICS_DIR_FRESH"  # that directory came from mkdtemp (the master removes it on exit)
@@ -100,7 +100,7 @@ def on_starting(server) -> None:
     _master[0] = os.getpid()  # after --daemon's fork
     if server is not None:
         redis_url = os.environ.get("REDIS_URL") or os.environ.get("RECSYS_REDIS_URL")
-        server.log.info("recsys-api: %s · metrics: %s", paths.describe(redis_url=redis_url), multiproc_dir)
+        server.log.info("recsys-api: %s · metrics: %s", where.describe(redis_url=redis_url), multiproc_dir)
     path = paths.private_dir(multiproc_dir, "PROMETHEUS_MULTIPROC_DIR")
     if _inherited:  # a user-set directory an older master is still writing to: keep its files
         return

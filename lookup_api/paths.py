@@ -8,7 +8,8 @@
   both; a relative value is taken from the working directory.  The embedded server's default is
   ``<base>/data/redis`` whatever ``RECSYS_DATA_DIR`` says (a dataset may be mounted read-only).
 
-Stdlib only: the API imports this module too.
+Stdlib only, and no other project module (the embedded supervisor and the connection helper both
+use it); :func:`lookup_api.where.describe` turns the rule into the one line commands log.
 """
 
 from __future__ import annotations
@@ -82,17 +83,3 @@ def private_dir(directory: Path | str, what: str = "runtime directory") -> Path:
         raise UnsafeDirectory(f"refusing {what} {path}: it {problem} (another local user could "
                               "control it); remove it or choose another directory")
     return path
-
-
-def describe(data: Path | str | None = None, redis_url: str | None = None,
-             embedded: Path | str | None = None) -> str:
-    """Return ``data: /abs/path · redis: <url, password redacted | embedded socket path>`` (one log line)."""
-    if redis_url:
-        from lookup_api.contract.connection import redact_url
-
-        redis = redact_url(redis_url)
-    else:
-        from lookup_api.embedded_redis import Embedded
-
-        redis = f"embedded, unix socket {Embedded(embedded_dir(embedded)).socket}"
-    return f"data: {data_dir(data)} · redis: {redis}"

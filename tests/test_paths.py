@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lookup_api import embedded_redis, paths
+from lookup_api import embedded_redis, paths, where
 from tests.deploy_helpers import recsys_api
 
 RECSYS_BATCH = str(Path(sys.executable).parent / "recsys-batch")
@@ -70,10 +70,10 @@ def test_the_environment_wins_and_relative_values_are_made_absolute(checkout, mo
 
 def test_describe_is_one_line_with_absolute_paths_and_no_password(checkout, monkeypatch, no_overrides):
     monkeypatch.chdir(checkout / "lookup_api")
-    line = paths.describe()
+    line = where.describe()
     socket = checkout / "data" / "redis" / "redis.sock"
     assert line == f"data: {checkout / 'data'} · redis: embedded, unix socket {socket}"
-    line = paths.describe(redis_url="redis://:s3cret@cache:6379/0")
+    line = where.describe(redis_url="redis://:s3cret@cache:6379/0")
     assert line == f"data: {checkout / 'data'} · redis: redis://:***@cache:6379/0" and "s3cret" not in line
 
 
