@@ -70,6 +70,24 @@ class DownloadError(RecsysError):
     """The archive could not be fetched, failed verification, or is malformed."""
 
 
+def offline_hint(release: Release = ML_1M) -> str:
+    """Return what to do without network: a local directory, or a local copy of the archive."""
+    fmt = release.fmt
+    return (f"Offline? Pass --data-dir DIR, a directory holding {fmt.ratings_file} and {fmt.movies_file} "
+            f"(or DIR/{release.name}/), or a local copy of the archive: "
+            f"--dataset-url file:///path/to/{release.name}.zip (`download --url` for the download command)")
+
+
+def _reason(exc: OSError) -> str:
+    """Return why a fetch failed in words (``urlopen error [Errno 111] ...`` -> ``Connection refused``)."""
+    if getattr(exc, "code", None):  # an HTTPError: the server answered
+        return f"HTTP {exc.code} {exc.reason}"
+    reason = getattr(exc, "reason", None) or exc
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason)
+
+
 def redact_url(url: str) -> str:
     """Return ``url`` without secrets (the contract's redaction, imported only when needed)."""
     from lookup_api.contract.connection import redact_url as redact
@@ -95,8 +113,11 @@ def find_dataset(data_dir: Path | str, release: Release = ML_1M) -> Path | None:
     return cached if is_complete(cached, release) else None
 
 
-def _fetch(url: str, dest: Path, timeout: float) -> tuple[str, str]:
-    """Stream ``url`` to ``dest``; return its (md5, sha256) hex digests."""
+def _fetch(url: str, dest: Path, timeout: float, release: Release = ML_1M) -> tuple[str, str]:
+    """Stream ``url`` to ``dest``; return its (md5, sha256) hex digests.
+
+    A network failure (no route, refused, unknown host, timeout) says how to go on offline.
+    """
     import urllib.request
 
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
@@ -108,8 +129,9 @@ def _fetch(url: str, dest: Path, timeout: float) -> tuple[str, str]:
                 md5.update(chunk)
                 sha.update(chunk)
             received = out.tell()
-    except OSError as exc:  # URLError and TimeoutError are OSErrors
-        raise DownloadError(f"download of {redact_url(url)} failed: {exc}") from None
+    except OSError as exc:  # URLError, HTTPError and TimeoutError are OSErrors
+        hint = "" if getattr(exc, "code", None) else f". {offline_hint(release)}"  # no hint for a 404
+        raise DownloadError(f"download of {redact_url(url)} failed: {_reason(exc)}{hint}") from None
     if expected is not None and received != int(expected):
         raise DownloadError(
             f"download of {redact_url(url)} was truncated: got {received} of {expected} bytes"
@@ -117,9 +139,9 @@ def _fetch(url: str, dest: Path, timeout: float) -> tuple[str, str]:
     return md5.hexdigest(), sha.hexdigest()
 
 
-def _published_md5(url: str, dest: Path, timeout: float) -> str:
+def _published_md5(url: str, dest: Path, timeout: float, release: Release = ML_1M) -> str:
     """Read the md5 GroupLens publishes beside an archive (``<url>.md5``)."""
-    _fetch(url + ".md5", dest, timeout)
+    _fetch(url + ".md5", dest, timeout, release)
     match = re.search(r"\b[0-9a-f]{32}\b", dest.read_text(errors="replace").lower())
     if not match:
         raise DownloadError(f"{redact_url(url)}.md5 holds no md5 checksum")
@@ -134,26 +156,45 @@ def download(
     timeout: float = 60.0,
     force: bool = False,
 ) -> Path:
-    """Download ``release`` into ``data_dir/<name>`` unless already there; return that path."""
+    """Download ``release`` into ``data_dir/<name>`` unless already there; return where the files are.
+
+    Files already in ``data_dir`` itself, or in ``data_dir/<name>``, are used as ``run`` uses them
+    (:func:`find_dataset`), unless ``force``.  A failed download leaves no directory it created.
+    """
     data_dir = Path(data_dir)
     target = data_dir / release.name
-    if is_complete(target, release) and not force:
-        log.info("%s already present in %s", release.name, target)
-        return target
+    found = find_dataset(data_dir, release)
+    if found is not None and not force:
+        log.info("%s already present in %s", release.name, found)
+        return found
     url = url or release.url
+    created = [d for d in (data_dir, *data_dir.parents) if not d.exists()]
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         return _download_into(data_dir, target, release, url, timeout)
     except OSError as exc:  # read-only or full data directory, and the like
+        _remove_empty(created)
         raise DownloadError(f"cannot write the dataset under {data_dir}: {exc.strerror or exc}") from None
+    except DownloadError:
+        _remove_empty(created)
+        raise
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the directories a failed download created (innermost first), as long as they are empty."""
+    for directory in created:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def _download_into(data_dir: Path, target: Path, release: Release, url: str, timeout: float) -> Path:
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{release.name}-") as tmp:
         archive = Path(tmp) / "archive.zip"
         log.info("downloading %s", redact_url(url))
-        md5, sha = _fetch(url, archive, timeout)
-        want_md5 = release.md5 or _published_md5(url, Path(tmp) / "archive.md5", timeout)
+        md5, sha = _fetch(url, archive, timeout, release)
+        want_md5 = release.md5 or _published_md5(url, Path(tmp) / "archive.md5", timeout, release)
         if md5 != want_md5 or (release.sha256 and sha != release.sha256):
             raise DownloadError(
                 f"checksum mismatch for {redact_url(url)}: md5 {md5} (expected {want_md5}), "

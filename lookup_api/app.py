@@ -8,7 +8,8 @@ import os
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, NotFound
 
-from lookup_api.contract.connection import connect, redact_url
+from lookup_api import where
+from lookup_api.contract.connection import connect
 from lookup_api.contract.keys import DEFAULT_PREFIX, MAX_ID, Keys
 from lookup_api.metrics import init_metrics
 from lookup_api.service import Lookup
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 DEFAULTS = {
     "REDIS_URL": None,  # unset: embedded redis-server under EMBEDDED_DIR (quickstart)
     "PREFIX": DEFAULT_PREFIX,
-    "EMBEDDED_DIR": None,  # default: $RECSYS_EMBEDDED_DIR, else data/redis
+    "EMBEDDED_DIR": None,  # default: $RECSYS_EMBEDDED_DIR, else <checkout>/data/redis (lookup_api.paths)
     "REDIS_SOCKET_TIMEOUT": 1.0,  # seconds per Redis call: no request waits longer on Redis
     "REDIS_CONNECT_TIMEOUT": 0.5,
     "POINTER_TTL": 1.0,  # seconds the live run id is cached in-process
@@ -65,7 +66,9 @@ def create_app(config: dict | None = None) -> Flask:
         max_age=float(app.config["MAX_RUN_AGE"] or 0),
         breaker_cap=float(app.config["BREAKER_MAX"]),
     )
-    log.info("lookup API on Redis %s, prefix %s", redact_url(app.config["REDIS_URL"]), app.config["PREFIX"])
+    if app.config.get("REDIS_CLIENT") is None:  # the one start-up line: where this process reads from
+        log.info("lookup API, prefix %s: %s", app.config["PREFIX"],
+                 where.describe(redis_url=app.config["REDIS_URL"], embedded=app.config["EMBEDDED_DIR"]))
     app.register_blueprint(bp)
     init_metrics(app)  # /metrics, request metrics, the live run's age
 

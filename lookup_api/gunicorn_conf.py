@@ -1,13 +1,21 @@
-"""gunicorn settings for the lookup API: metrics summed over workers, a JSON access log.
+"""gunicorn settings for the lookup API: metrics summed over workers, a JSON access log, slow clients bounded.
 
-    gunicorn -c python:lookup_api.gunicorn_conf -w 2 -b 127.0.0.1:8000 'lookup_api:create_app()'
+    recsys-api -w 2 -b 127.0.0.1:8000
+    # is: gunicorn -c python:lookup_api.gunicorn_conf -w 2 -b 127.0.0.1:8000 'lookup_api:create_app()'
 
-Its settings (``PROMETHEUS_MULTIPROC_DIR``, ``RECSYS_ACCESS_LOG``) and the access log's fields are
-listed in docs/observability.md; command-line flags still override them.  The metrics directory's
-``*.db`` files are deleted when gunicorn starts, and a dead worker's live gauges are dropped
-(``child_exit``).  A master started by another one (``kill -USR2``, a binary upgrade) never cleans
-or removes the old master's live directory: it takes a default directory of its own
-(``RECSYS_METRICS_DIR_OWNER`` tells them apart).
+Its settings (``PORT``, ``WEB_CONCURRENCY``, ``GUNICORN_THREADS``, ``GUNICORN_TIMEOUT``,
+``GUNICORN_GRACEFUL_TIMEOUT``, ``GUNICORN_KEEPALIVE``, ``GUNICORN_CONTROL_SOCKET``,
+``RECSYS_HEADER_TIMEOUT``, ``PROMETHEUS_MULTIPROC_DIR``, ``RECSYS_ACCESS_LOG``) and the access
+log's fields are listed in docs/deploy.md and docs/observability.md; command-line flags still
+override them.  Workers are :class:`lookup_api.server.Worker` (gunicorn's threaded worker with a
+bounded header read time).
+
+Without ``PROMETHEUS_MULTIPROC_DIR`` the metrics directory is a fresh ``mkdtemp`` (mode 0700,
+removed on exit); a directory given by the user must be ours, mode 0700 and not a symlink (it is
+created so when missing), else gunicorn refuses to start.  Its ``*.db`` files are deleted when
+gunicorn starts, and a dead worker's live gauges are dropped (``child_exit``).  A master started
+by another one (``kill -USR2``, a binary upgrade) never cleans or removes the old master's live
+directory: it takes a fresh directory of its own (``RECSYS_METRICS_DIR_OWNER`` tells them apart).
 """
 
 from __future__ import annotations
@@ -18,22 +26,42 @@ import os
 import shutil
 import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
 
 from gunicorn.config import AccessLogFormat
 from gunicorn.glogging import Logger
 
-_OWNER = "RECSYS_METRICS_DIR_OWNER"
+from lookup_api import paths, where
+
+_OWNER = "RECSYS_METRICS_DIR_OWNER"  # pid of the master whose directory PROMETHEUS_MULTIPROC_DIR is
+_FRESH = "RECSYS_METRICS_DIR_FRESH"  # that directory came from mkdtemp (the master removes it on exit)
 _master = [os.getpid()]  # this module is imported by the gunicorn master (on_starting updates it after -D)
-_DEFAULT_DIR = os.path.join(tempfile.gettempdir(), f"recsys-metrics-{_master[0]}")
 _inherited = os.environ.get(_OWNER) == str(os.getppid())  # started by an older master (USR2)
-if _inherited and os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").startswith(
-        os.path.join(tempfile.gettempdir(), "recsys-metrics-")):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _DEFAULT_DIR  # the old master's default: not ours
-# set before any worker imports prometheus_client: its storage mode is chosen at import time
-multiproc_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _DEFAULT_DIR)
+_given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+_fresh = not _given or (_inherited and os.environ.get(_FRESH) == _given)  # none, or the old master's
+if _fresh:
+    # set before any worker imports prometheus_client: its storage mode is chosen at import time
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[_FRESH] = tempfile.mkdtemp(prefix="recsys-metrics-")
+    _inherited = False
+else:
+    os.environ.pop(_FRESH, None)
+    try:  # ours, 0700, no symlink: else refuse to start (another user could inject metric files)
+        paths.private_dir(_given, "PROMETHEUS_MULTIPROC_DIR")
+    except OSError as exc:
+        raise SystemExit(f"recsys-api: {exc}") from None
+multiproc_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 os.environ[_OWNER] = str(_master[0])
 
+# Serving: threads (an idle or slow connection holds no worker), a bounded header read.
+_port = os.environ.get("PORT")
+bind = [f"0.0.0.0:{_port}" if _port else "127.0.0.1:8000"]
+workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
+worker_class = "lookup_api.server.Worker"
+threads = int(os.environ.get("GUNICORN_THREADS") or 4)
+timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 30)
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT") or 20)
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE") or 5)
+if os.environ.get("GUNICORN_CONTROL_SOCKET"):
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
 accesslog = os.environ.get("RECSYS_ACCESS_LOG", "-") or None
 
 
@@ -68,10 +96,12 @@ logger_class = JsonAccessLogger
 
 
 def on_starting(server) -> None:
-    """Create the metrics directory and delete the files a previous gunicorn left there."""
+    """Say where the API reads from; delete the metric files a previous gunicorn left in its directory."""
     _master[0] = os.getpid()  # after --daemon's fork
-    path = Path(multiproc_dir)
-    path.mkdir(parents=True, exist_ok=True)
+    if server is not None:
+        redis_url = os.environ.get("REDIS_URL") or os.environ.get("RECSYS_REDIS_URL")
+        server.log.info("recsys-api: %s · metrics: %s", where.describe(redis_url=redis_url), multiproc_dir)
+    path = paths.private_dir(multiproc_dir, "PROMETHEUS_MULTIPROC_DIR")
     if _inherited:  # a user-set directory an older master is still writing to: keep its files
         return
     for stale in path.glob("*.db"):  # only prometheus_client's own files, whatever the directory
@@ -86,8 +116,8 @@ def child_exit(server, worker) -> None:
 
 
 def on_exit(server) -> None:
-    """Remove the default metrics directory (one set by the user is left in place)."""
-    if multiproc_dir == _DEFAULT_DIR and os.getpid() == _master[0]:  # never from a forked worker
+    """Remove the fresh metrics directory (one set by the user is left in place)."""
+    if _fresh and os.getpid() == _master[0]:  # never from a forked worker
         shutil.rmtree(multiproc_dir, ignore_errors=True)
 
 

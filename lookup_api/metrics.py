@@ -107,7 +107,9 @@ def _registries() -> tuple[CollectorRegistry, CollectorRegistry]:
         return own, own
     from prometheus_client import multiprocess
 
-    os.makedirs(directory, exist_ok=True)  # gunicorn --check-config loads the app before on_starting
+    from lookup_api.paths import private_dir
+
+    private_dir(directory, "PROMETHEUS_MULTIPROC_DIR")  # ours and 0700 (gunicorn_conf checked it too)
 
     scrape = CollectorRegistry()
     multiprocess.MultiProcessCollector(scrape)  # sums the files every worker writes

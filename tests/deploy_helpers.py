@@ -2,11 +2,13 @@
 
 Dockerfile parsing; the kustomize tree under cronjobs/ rendered by ``kubectl kustomize`` where
 kubectl exists, else by a structural fallback; accessors for workloads, pods and containers;
-and the real CLI parse of a ``recsys-batch`` command line.
+the real CLI parse of a ``recsys-batch`` command line; and :func:`recsys_api`, the API's one
+command (``recsys-api``) on a free loopback port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import os
@@ -16,6 +18,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +38,7 @@ BATCH_PEAK_RSS = 510 * 2**20  # `run`, measured on real ML-1M
 SHARDED_PEAK_RSS = {
     "ml-1m": {"train": 346_828 * 2**10, "score": 346_000 * 2**10, "publish": 182_364 * 2**10},
 }
+RECSYS_API = Path(sys.executable).parent / "recsys-api"  # the console script, as users run it
 HEAVY = {"implicit", "scikit-surprise", "scikit-learn", "pandas", "numpy", "scipy", "matplotlib"}
 BIN = Path(sys.executable).parent
 # Shared libraries every python:3.11.x-slim-bookworm image has (glibc, libgcc-s1, and the
@@ -310,3 +316,41 @@ def check_cli_argvs(argvs: list[list[str]]) -> None:
         parent = cli.make_context(argv[0], list(argv[1:]))  # global options; the rest is left over
         cli.commands[argv[at]].make_context(argv[at], list(argv[at + 1:]), parent=parent).close()
         parent.close()
+
+
+@dataclass
+class Api:
+    """A running ``recsys-api``: its process, base URL and (after it stopped) its stderr."""
+
+    proc: subprocess.Popen
+    url: str
+    stderr: str = ""
+
+
+@contextlib.contextmanager
+def recsys_api(env: dict[str, str], *args: str, workers: int = 2, cwd: Path = ROOT,
+               timeout: float = 60) -> Iterator[Api]:
+    """Run ``recsys-api -w WORKERS -b 127.0.0.1:PORT [args]`` until /healthz answers; stop it afterwards."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    cmd = [str(RECSYS_API), "-w", str(workers), "-b", f"127.0.0.1:{port}", *args]
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    api = Api(proc, f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(api.url + "/healthz", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    proc.kill()
+                    raise RuntimeError(f"recsys-api did not start: {proc.communicate()[1][-2000:]}") from None
+                time.sleep(0.1)
+        yield api
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        api.stderr = proc.communicate(timeout=30)[1]

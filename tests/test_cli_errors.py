@@ -33,7 +33,7 @@ def test_every_library_error_the_cli_reports_is_a_recsys_error():
     from batch.lifecycle import GateError
     from batch.params import ParamError
     from batch.store import FullError, LockedError, LostLockError, StoreError
-    from lookup_api.contract.embedded import EmbeddedError
+    from lookup_api.embedded_redis import EmbeddedError
 
     for error in (ArtifactsError, DownloadError, EvaluationError, DataError, GateError, ParamError,
                   StoreError, LockedError, LostLockError, FullError, EmbeddedError):

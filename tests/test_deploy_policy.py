@@ -11,6 +11,7 @@ import re
 from tests.deploy_helpers import (
     BATCH_PEAK_RSS,
     IMAGES,
+    ROOT,
     app_container,
     base_name,
     builder_and_runtime,
@@ -202,12 +203,12 @@ def test_manifest_commands_match_the_image_entrypoints(rendered):
     assert batch["command"] == batch_rt.exec_form("ENTRYPOINT") == ["recsys-batch"]
     assert batch["args"][0] == "run"
     api = app_container(rendered, "Deployment", IMAGES["api"])
-    assert "command" not in api and "args" not in api, "the API runs the image's gunicorn CMD"
     _, api_rt = builder_and_runtime("api")
-    cmd = api_rt.exec_form("CMD")
+    assert api["command"] == api_rt.exec_form("CMD") == ["recsys-api"] and "args" not in api
     env = {e["name"] for e in api["env"]}
-    for knob in ("WEB_CONCURRENCY", "GUNICORN_TIMEOUT"):
-        assert knob in env and f"${{{knob}" in cmd[-1]
+    read = "".join((ROOT / "lookup_api" / f).read_text() for f in ("gunicorn_conf.py", "server.py"))
+    for knob in ("WEB_CONCURRENCY", "GUNICORN_TIMEOUT", "GUNICORN_THREADS", "RECSYS_HEADER_TIMEOUT"):
+        assert knob in env and f'"{knob}"' in read, f"{knob}: set by the manifest, read by recsys-api"
     for kind, runtime in (("CronJob", batch_rt), ("Deployment", api_rt)):
         uid = pod_spec(find(rendered, kind))["securityContext"]["runAsUser"]
         assert runtime.all("USER")[-1].value.split(":")[0] == str(uid), "manifest and image disagree on uid"

@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
+import subprocess
+import sys
 import threading
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +98,67 @@ def test_failed_redownload_keeps_the_previous_copy(tmp_path, server):
     with pytest.raises(DownloadError):
         download(tmp_path, release_for(b"x"), url=f"{server}/good.zip", force=True)
     assert (tmp_path / "ml-1m" / "ratings.dat").read_bytes() == FILES["ratings.dat"]
+
+
+# --- offline (issue 22 #3, #5): the real `recsys-batch` command, an unreachable mirror -------------
+RECSYS_BATCH = str(Path(sys.executable).parent / "recsys-batch")
+UNREACHABLE = "http://127.0.0.1:9/ml-1m.zip"  # the discard port: connection refused, as offline
+HINT = "Offline? Pass --data-dir DIR, a directory holding ratings.dat and movies.dat"
+
+
+def batch(args: list[str], cwd, **env: str) -> subprocess.CompletedProcess:
+    """Run the real ``recsys-batch`` in ``cwd`` with no Redis, data or dataset settings but ``env``."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RECSYS_DATA_DIR",
+                                                             "RECSYS_EMBEDDED_DIR", "RECSYS_DATASET_URL")}
+    return subprocess.run([RECSYS_BATCH, *args], cwd=cwd, env={**clean, **env}, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("url", [UNREACHABLE, "http://no-such-host.invalid/ml-1m.zip"])
+def test_run_without_network_prints_the_offline_hint(tmp_path, redis_url, prefix, url):
+    out = batch(["run"], tmp_path, REDIS_URL=redis_url, RECSYS_PREFIX=prefix, RECSYS_DATASET_URL=url)
+    assert out.returncode == 1, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: download of {url} failed: ") and HINT in last, last
+    assert "--dataset-url file:///path/to/ml-1m.zip" in last
+    assert "Traceback" not in out.stderr and "urlopen error" not in out.stderr, out.stderr
+    assert not (tmp_path / "data" / "ml-1m").exists()
+
+
+def test_first_run_says_it_started_the_embedded_server_and_left_it_running(tmp_path):
+    from lookup_api import embedded_redis
+
+    directory = tmp_path / "data" / "redis"
+    try:
+        out = batch(["run"], tmp_path, RECSYS_DATASET_URL=UNREACHABLE)
+        assert out.returncode == 1 and HINT in out.stderr, out.stderr
+        started = [line for line in out.stderr.splitlines() if "started the embedded redis-server" in line]
+        assert len(started) == 1, out.stderr
+        pid = embedded_redis.Embedded(directory).pid()
+        assert pid is not None, "the server is left running"
+        assert f"pid {pid}, data in {directory}," in started[0]
+        assert "keeps running" in started[0] and "`recsys-batch embedded stop`" in started[0]
+        again = batch(["run"], tmp_path, RECSYS_DATASET_URL=UNREACHABLE)  # found running: said once only
+        assert "started the embedded redis-server" not in again.stderr and again.returncode == 1
+    finally:
+        embedded_redis.stop(directory)
+
+
+def test_download_accepts_files_already_in_the_data_dir(tmp_path):
+    for name, data in FILES.items():
+        (tmp_path / name).write_bytes(data)
+    out = batch(["--data-dir", str(tmp_path), "download", "--url", UNREACHABLE], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"ml-1m ready in {tmp_path}"
+    assert not (tmp_path / "ml-1m").exists()
+
+
+def test_a_failed_download_leaves_no_empty_directory(tmp_path, server):
+    target = tmp_path / "new" / "movielens"
+    out = batch(["--data-dir", str(target), "download", "--url", UNREACHABLE], tmp_path)
+    assert out.returncode == 1 and HINT in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "new").exists(), list(tmp_path.rglob("*"))
+    # the server answered: no offline hint
+    with pytest.raises(DownloadError, match="failed: HTTP 404 Not Found$"):
+        download(target, release_for(ARCHIVE), url=f"{server}/missing.zip")
+    assert not (tmp_path / "new").exists()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from lookup_api.contract import embedded
+from lookup_api import embedded_redis as embedded
 from lookup_api.contract.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,12 +199,13 @@ def test_ctrl_c_during_run_aborts_cleanly(state, small_dir):
 
 
 def start_api(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
-    """Start the README's API command (gunicorn, 2 workers) with an access log naming worker pids."""
+    """Start the README's API command (``recsys-api``, 2 workers) with an access log naming worker pids."""
     from tests.conftest import free_port
+    from tests.deploy_helpers import RECSYS_API
 
     port = free_port()
-    cmd = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}",
-           "--access-logfile", str(log), "--access-logformat", "%(p)s %(r)s", "lookup_api:create_app()"]
+    cmd = [str(RECSYS_API), "-w", "2", "-b", f"127.0.0.1:{port}",
+           "--access-logfile", str(log), "--access-logformat", "%(p)s %(r)s"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     return proc, f"http://127.0.0.1:{port}"

@@ -1,4 +1,4 @@
-"""API metrics: /metrics in-process, and a real Prometheus scraping gunicorn with 2 workers."""
+"""API metrics: /metrics in-process, and a real Prometheus scraping ``recsys-api`` with 2 workers."""
 
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from batch.store import RunStore
 from lookup_api import create_app
 from lookup_api.contract.keys import Keys
-from tests.loadtest import gunicorn
+from tests.deploy_helpers import recsys_api
 from tests.prom_helpers import get_json, prometheus
 
 LOOKUP = "/recommendations/<user_id>"
-README_CONF = ("-c", "python:lookup_api.gunicorn_conf")  # the README's gunicorn command
 
 
 def samples(text: str) -> dict[tuple, float]:
@@ -146,7 +145,7 @@ def test_gunicorn_conf_cleans_only_metric_files(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "lookup_api.gunicorn_conf", raising=False)
     gunicorn_conf = importlib.import_module("lookup_api.gunicorn_conf")
     assert gunicorn_conf.multiproc_dir == str(tmp_path / "m")
-    (tmp_path / "m").mkdir()
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o700  # created private
     (tmp_path / "m" / "counter_123.db").write_bytes(b"old")
     (tmp_path / "m" / "keep.txt").write_text("not ours")
     gunicorn_conf.on_starting(None)
@@ -156,7 +155,7 @@ def test_gunicorn_conf_cleans_only_metric_files(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_prometheus_counts_every_lookup_across_two_gunicorn_workers(publish_small, redis_url, prefix,
                                                                     tmp_path):
-    """After N lookups served by 2 workers, PromQL over real scrapes returns exactly N."""
+    """After N lookups served by `recsys-api -w 2`, PromQL over real scrapes returns exactly N."""
     run_id = publish_small()
     access_log = tmp_path / "access.log"
     env = {"REDIS_URL": redis_url, "RECSYS_PREFIX": prefix, "RECSYS_ACCESS_LOG": str(access_log)}
@@ -166,8 +165,9 @@ def test_prometheus_counts_every_lookup_across_two_gunicorn_workers(publish_smal
         lines = [json.loads(line) for line in access_log.read_text().splitlines()]
         return [r for r in lines if r["path"].startswith("/recommendations/")]
 
-    with gunicorn("lookup_api:create_app()", env, workers=2, args=README_CONF) as url, \
-            prometheus(tmp_path, url.removeprefix("http://"), interval="1s") as prom:
+    with recsys_api(env, workers=2) as api, \
+            prometheus(tmp_path, api.url.removeprefix("http://"), interval="1s") as prom:
+        url = api.url
         rounds = 0
         # Concurrent rounds until both workers have served (the kernel may hand a burst of short
         # requests to one of them): the counts must then add up across both workers' files.
@@ -200,9 +200,8 @@ def test_an_explicit_access_logformat_wins_over_json(publish_small, redis_url, p
     publish_small()
     log = tmp_path / "access.log"
     env = {"REDIS_URL": redis_url, "RECSYS_PREFIX": prefix}
-    args = (*README_CONF, "--access-logfile", str(log), "--access-logformat", "%(p)s %(r)s")
-    with gunicorn("lookup_api:create_app()", env, workers=2, args=args) as url:
-        get_json(f"{url}/recommendations/1")
+    with recsys_api(env, "--access-logfile", str(log), "--access-logformat", "%(p)s %(r)s") as api:
+        get_json(f"{api.url}/recommendations/1")
     lines = [line for line in log.read_text().splitlines() if "/recommendations/1" in line]
     assert len(lines) == 1 and re.fullmatch(r"<\d+> GET /recommendations/1 HTTP/1.1", lines[0]), lines
 
@@ -214,13 +213,15 @@ def test_a_master_started_by_another_keeps_off_its_metrics_directory():
     import tempfile
 
     code = "import lookup_api.gunicorn_conf as c, os; print(c.multiproc_dir, os.getpid())"
-    old_dir = os.path.join(tempfile.gettempdir(), f"recsys-metrics-{os.getpid()}")
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": old_dir}
+    old_dir = tempfile.mkdtemp(prefix="recsys-metrics-")  # the old master's fresh directory
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": old_dir, "RECSYS_METRICS_DIR_FRESH": old_dir}
     child = {**env, "RECSYS_METRICS_DIR_OWNER": str(os.getpid())}  # this process plays the old master
     out = subprocess.run([sys.executable, "-c", code], env=child, capture_output=True, text=True, check=True)
-    new_dir, pid = out.stdout.split()
-    assert new_dir == os.path.join(tempfile.gettempdir(), f"recsys-metrics-{pid}") != old_dir
+    new_dir, _ = out.stdout.split()
+    assert new_dir != old_dir and os.path.basename(new_dir).startswith("recsys-metrics-")
+    assert not os.path.exists(new_dir), "the new master removes its own fresh directory on exit"
     stranger = {**env, "RECSYS_METRICS_DIR_OWNER": "1"}  # not our parent: a directory we were given
     out = subprocess.run([sys.executable, "-c", code], env=stranger, capture_output=True, text=True,
                          check=True)
-    assert out.stdout.split()[0] == old_dir
+    assert out.stdout.split()[0] == old_dir and os.path.isdir(old_dir), "a given directory is left in place"
+    os.rmdir(old_dir)

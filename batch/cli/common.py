@@ -112,7 +112,7 @@ class Context:
         """Return a context in which the embedded server fsyncs each write (no-op with REDIS_URL)."""
         if self.redis_url is not None:
             return contextlib.nullcontext()
-        from lookup_api.contract.embedded import fsynced
+        from lookup_api.embedded_redis import fsynced
 
         return fsynced(self.store().client)
 

