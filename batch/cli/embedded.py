@@ -11,7 +11,8 @@ from batch.cli.common import Group, fail_cleanly, redis_cli, shown
 
 @click.group(cls=Group, short_help="Start, inspect or stop the embedded redis-server (no REDIS_URL).")
 def embedded():
-    """The embedded redis-server of $RECSYS_EMBEDDED_DIR (default data/redis).
+    """The embedded redis-server of $RECSYS_EMBEDDED_DIR (default: the checkout's data/redis, from any
+    directory in it; outside a checkout ./data/redis).
 
     Without REDIS_URL, the first command that needs Redis (run, the API, status...) starts it;
     it keeps running for the others (one server per directory, on DIR/redis.sock) until
