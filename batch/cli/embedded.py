@@ -6,7 +6,8 @@ import json
 
 import click
 
-from batch.cli.common import Group, fail_cleanly, redis_cli, shown
+from batch.cli.common import Group, fail_cleanly
+from lookup_api.where import redis_cli
 
 
 @click.group(cls=Group, short_help="Start, inspect or stop the embedded redis-server (no REDIS_URL).")
@@ -36,7 +37,7 @@ def start():
     """
     from lookup_api.embedded_redis import ensure
 
-    socket = shown(ensure())
+    socket = ensure()
     click.echo(f"embedded redis-server on {socket} (inspect: {redis_cli(socket)})")
 
 
@@ -62,9 +63,9 @@ def status(as_json):
         click.echo(json.dumps(info, indent=2))
         return
     state = f"running, pid {info['pid']}" if info["pid"] else "not running"
-    click.echo(f"embedded redis-server in {shown(info['directory'])}: {state}")
+    click.echo(f"embedded redis-server in {info['directory']}: {state}")
     if info["pid"]:
-        socket = shown(info["socket"])
+        socket = info["socket"]
         click.echo(f"  socket: {socket} (inspect: {redis_cli(socket)})")
     for name, size in info["files"].items():
         click.echo(f"  {name}: {size} bytes")
@@ -83,6 +84,6 @@ def stop():
     from lookup_api.embedded_redis import stop as stop_server
 
     pid = stop_server()
-    where = shown(embedded_dir())
+    where = embedded_dir()
     click.echo(f"stopped the embedded redis-server (pid {pid}) of {where}" if pid
                else f"no embedded redis-server was running for {where}")

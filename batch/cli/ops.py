@@ -62,10 +62,7 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_ur
         return result
     click.echo(f"run {result.run_id} published: {result.users} users, {result.items} movies, "
                f"{result.ratings} ratings in {t.get('total', 0):.1f}s (publish {t.get('publish', 0):.1f}s)")
-    click.echo(obj.where())
-    if obj.redis_url is None:
-        click.echo("the embedded redis-server keeps running for the API and later commands; "
-                   "stop it with `recsys-batch embedded stop`")
+    click.echo(obj.where(inspect=True))
     return result
 
 

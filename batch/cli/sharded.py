@@ -38,7 +38,7 @@ def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset
     from batch.sharded import train_job
 
     params = load_params(params_file).with_(top_n=top_n, ranker=ranker)
-    obj.require_data()
+    obj.require_data(None)
     with redis_errors(obj.redis_url):
         manifest = train_job(obj.data_dir, params, artifacts, obj.store(), release=obj.release,
                              url=dataset_url, lock_ttl=lock_ttl, allow_eviction=allow_eviction)
