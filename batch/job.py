@@ -22,13 +22,14 @@ from batch import pipeline, telemetry
 from batch.download import ML_1M, Release, download, find_dataset
 from batch.interactions import Interactions
 from batch.lifecycle import PublishReport, publish
-from batch.lists import encode_lists, encode_one, item_heads
 from batch.models.svd_process import SVDProcess
 from batch.movielens import Movies
 from batch.movielens_ratings import load_dir
 from batch.params import Params
 from batch.store import RunStore
+from lookup_api.contract.items import encode_lists, encode_one, item_heads
 from lookup_api.contract.keys import new_run_id
+from lookup_api.contract.meta import RunMeta
 
 log = logging.getLogger(__name__)
 
@@ -113,26 +114,25 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def run_meta(loaded: Loaded, params: Params, timings: dict[str, float],
-             peaks: dict[str, float] | None = None, **extra) -> dict:
-    """Return the metadata recorded with a run (see the README's key schema)."""
+             peaks: dict[str, float] | None = None, **extra) -> RunMeta:
+    """Return the metadata recorded with a run (:class:`~lookup_api.contract.meta.RunMeta`)."""
     now = datetime.now(UTC)
-    return {
-        "created_at": now.isoformat(timespec="seconds"),
-        "created_ts": f"{now.timestamp():.3f}",
-        "dataset": loaded.release.name,
-        "dataset_dir": str(loaded.directory),
-        "dataset_sha256": dataset_checksum(loaded.directory, loaded.release),
-        "n_users": str(loaded.data.n_users),
-        "n_items": str(loaded.data.n_items),
-        "n_ratings": str(loaded.data.nnz),
-        "top_n": str(params.top_n),
-        "ranker": params.ranker,
-        "params": params.to_dict(),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        **({"peak_rss_mib": peaks} if peaks else {}),
-        "code_version": code_version(),
-        **extra,
-    }
+    return RunMeta(
+        created_at=now.isoformat(timespec="seconds"),
+        created_ts=round(now.timestamp(), 3),
+        dataset=loaded.release.name,
+        dataset_dir=str(loaded.directory),
+        dataset_sha256=dataset_checksum(loaded.directory, loaded.release),
+        n_users=loaded.data.n_users,
+        n_items=loaded.data.n_items,
+        n_ratings=loaded.data.nnz,
+        top_n=params.top_n,
+        ranker=params.ranker,
+        params=params.to_dict(),
+        timings={k: round(v, 3) for k, v in timings.items()},
+        peak_rss_mib=peaks or None,
+        code_version=code_version(),
+    ).with_(**extra)
 
 
 def run_job(

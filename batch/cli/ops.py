@@ -13,8 +13,9 @@ from batch import telemetry
 from batch.cli.common import Context, describe, fail_cleanly, redis_errors
 from batch.cli.options import param_options
 from batch.params import TUNED_PATH, load_params
-from lookup_api.contract.items import PERSONALIZED, POPULAR
 from lookup_api.contract.keys import DEFAULT_KEEP, MAX_ID
+from lookup_api.contract.meta import F, RunMeta
+from lookup_api.contract.reader import parse_exclude
 
 log = logging.getLogger(__name__)
 
@@ -135,23 +136,24 @@ def status(obj: Context, as_json):
       recsys-batch status --json
     """
     store = _read_only_store(obj)
-    live, history, meta = None, [], {}
+    live, history, meta = None, [], None
     if store is not None:
         with redis_errors(obj.redis_url):
             live = store.current()
             history = store.runs()
-            meta = store.meta(live) if live else {}
+            meta = store.meta(live) if live else None
     age = telemetry.age_seconds(meta)
     if as_json:
-        click.echo(json.dumps({"current": live, "age_seconds": age, "meta": meta,
+        click.echo(json.dumps({"current": live, "age_seconds": age, "meta": meta.to_hash() if meta else {},
                                "runs": [{"run_id": r, "created_ts": s} for r, s in history]}, indent=2))
         return
     if live is None:
         click.echo("no live run: nothing has been published yet (run `recsys-batch run`)")
         return
     click.echo(f"live run: {live}" + (f" (age {telemetry.format_age(age)})" if age is not None else ""))
-    for key in sorted(meta):
-        click.echo(f"  {key}: {format_timings(meta[key]) if key == 'timings' else meta[key]}")
+    shown = meta.to_hash() if meta else {}
+    for key in sorted(shown):
+        click.echo(f"  {key}: {format_timings(shown[key]) if key == F.timings else shown[key]}")
     click.echo("history (newest first):")
     for run_id, _ in history:
         click.echo(f"  {'*' if run_id == live else ' '} {run_id}")
@@ -161,29 +163,40 @@ def status(obj: Context, as_json):
 @click.argument("user_id", type=click.IntRange(1, MAX_ID))
 @click.option("-n", type=click.IntRange(1), default=10,
               help="How many items: 1 to the published list length, as the API's ?n=.")
+@click.option("--exclude", default=None, metavar="ID,...",
+              help="Movie ids to leave out, as the API's ?exclude= (at most 100).")
 @click.pass_obj
 @fail_cleanly
-def show(obj: Context, user_id, n):
+def show(obj: Context, user_id, n, exclude):
     """Print what the API serves for USER_ID (the popular list for unknown users).
+
+    The same reader and serving rule as the API: hidden titles and --exclude ids are dropped.
 
     \b
     Example:
-      recsys-batch show 42 -n 5
+      recsys-batch show 42 -n 5 --exclude 2858,260
     """
+    try:
+        drop = parse_exclude(exclude)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--exclude'") from None
     store = _read_only_store(obj)
     with redis_errors(obj.redis_url):
         live = store.current() if store is not None else None
         if live is None:
             raise click.ClickException("no run has been published yet (run `recsys-batch run`)")
-        popular, mine = store.popular_list(live), store.user_list(live, user_id)
-        top_n = int(store.meta(live).get("top_n") or len(popular or []))
-    if popular is None:
-        raise click.ClickException(f"the live run {live} has no keys (deleted?); see `recsys-batch status`")
-    if not 1 <= n <= top_n:  # the API's rule for ?n= (400 there)
-        raise click.BadParameter(f"n must be an integer from 1 to {top_n}, got {n}", param_hint="'-n'")
-    source, items = (POPULAR, popular) if not mine else (PERSONALIZED, mine)  # missing or empty: as the API
-    click.echo(f"user {user_id}: {source} list from run {live}")
-    for rank, item in enumerate(items[:n], start=1):
+        gone = f"the live run {live} has no keys (deleted?); see `recsys-batch status`"
+        top_n = (store.meta(live) or RunMeta()).top_n or len(store.popular(live) or [])
+        if not top_n:
+            raise click.ClickException(gone)
+        if not 1 <= n <= top_n:  # the API's rule for ?n= (400 there)
+            raise click.BadParameter(f"n must be an integer from 1 to {top_n}, got {n}", param_hint="'-n'")
+        try:
+            served = store.served(user_id, n, drop, run_id=live)
+        except LookupError:
+            raise click.ClickException(gone) from None
+    click.echo(f"user {user_id}: {served.source} list from run {live}")
+    for rank, item in enumerate(served.items(), start=1):
         click.echo(f"{rank:3d}. {item['title']} [{'|'.join(item['genres'])}] (movie {item['movie_id']}, "
                    f"score {item['score']:.3f}, predicted rating {item['predicted_rating']:.1f})")
 
