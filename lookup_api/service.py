@@ -337,6 +337,8 @@ class Lookup:
         key = (SIMILAR, movie_id)
 
         def read(run: _Run, hidden) -> Result:
+            if movie_id in hidden:  # a hidden title has no page to show "more like this" on
+                raise UnknownMovie(movie_id)
             raw = self._stored(run, key, lambda: self.reader.raw_similar(run.run_id, movie_id))
             if raw is None:
                 raise UnknownMovie(movie_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from batch.cli import embedded, evaluate, ops, sharded
+from batch.cli import catalog, embedded, evaluate, ops, sharded
 from batch.cli.common import Group, group_options, make_context, shared_options
 
 
@@ -32,7 +32,8 @@ def cli(ctx, redis_url, prefix, data_dir, dataset, verbose, quiet, log_format):
 
 
 for command in (ops.run, ops.download_cmd, ops.status, ops.show, ops.rollback, ops.unlock, evaluate.evaluate,
-                evaluate.tune, sharded.train, sharded.score, sharded.publish, embedded.embedded):
+                evaluate.tune, sharded.train, sharded.score, sharded.publish, embedded.embedded,
+                *catalog.COMMANDS):
     cli.add_command(shared_options(command) if not isinstance(command, click.Group) else command)
 
 
