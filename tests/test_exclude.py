@@ -96,7 +96,7 @@ def test_show_refuses_a_bad_exclude(api, redis_url, prefix):
 
 
 def test_metrics_count_the_new_routes_and_the_dropped_items(api, client, prefix):
-    http, run_id = api
+    http, _ = api
     popular = ids(http.get("/popular?n=10").get_json())
     http.get(f"/popular?n=10&exclude={popular[0]},{popular[1]},999")  # 2 of the served ids: 2 dropped
     RunStore(client, Keys(prefix)).hide([popular[2]])

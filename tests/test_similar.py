@@ -107,3 +107,25 @@ def test_rollback_restores_the_similar_and_genre_lists(publish_small, client, pr
     client.unlink(Keys(prefix).genre_popular(second, "Drama"))  # a run without one of its genre lists
     with pytest.raises(Exception, match="genre lists"):
         rollback(store, second)
+
+
+def test_the_evaluation_table_chooses_on_validation_and_reports_test(tmp_path):
+    from batch.evaluation.similar import similar_rows, table
+    from batch.movielens_ratings import load_dir
+    from batch.params import Params
+    from tests.conftest import SMALL_PARAMS
+    from tests.synth import timed_dataset, write_dataset
+
+    rows, movies, _ = timed_dataset()
+    ratings, movies = load_dir(write_dataset(tmp_path / "timed", rows, movies))
+    rows = similar_rows(ratings, movies, Params(**SMALL_PARAMS))
+    chosen = [r for r in rows if r["kind"] == "chosen"]
+    assert [r["phase"] for r in chosen] == ["validation", "test"] and chosen[0]["model"] == chosen[1]["model"]
+    for phase in ("validation", "test"):
+        names = {r["model"] for r in rows if r["phase"] == phase}
+        assert {"popular list (baseline)", "genre-only TF-IDF (baseline)"} <= names
+    best = max((r for r in rows if r["phase"] == "validation" and r["kind"] != "baseline"
+                and "reference" not in r["model"]), key=lambda r: r["ndcg@10"])
+    assert best["model"] == chosen[0]["model"]  # chosen on validation, never on test
+    assert all(0 <= r["precision@10"] <= 1 and r["users"] > 0 for r in rows)
+    assert table(rows).count("\n") == len(rows) + 1

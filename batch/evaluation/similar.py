@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 K = 10  # list length scored
 NEIGHBOURS = 50  # similar items kept per movie (the stored list's length in the product: 20 + 50 spare)
 SEEDS = 3  # last liked fitted movies per user
-GENRE_WEIGHTS = (0.0, 0.02, 0.1)
+GENRE_WEIGHTS = (0.0, 0.001, 0.02, 0.1)
 SHRINKS = (0.0, 50.0, 200.0, 1000.0)
 
 
