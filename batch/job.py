@@ -29,7 +29,7 @@ from batch.movielens import Movies
 from batch.movielens_ratings import load_dir
 from batch.params import SIMILAR_N, SIMILAR_SHRINK, SIMILAR_WEIGHTS, SPARE_ITEMS, Params
 from batch.store import RunStore
-from lookup_api.contract.items import encode_lists, encode_one, item_heads
+from lookup_api.contract.items import encode_catalog, encode_lists, encode_one, item_heads
 from lookup_api.contract.keys import Keys, new_run_id
 from lookup_api.contract.meta import RunMeta
 
@@ -164,6 +164,11 @@ def top_visible(scores: np.ndarray, n: int, mask: np.ndarray) -> np.ndarray:
     return items
 
 
+def catalog_entry(keys: Keys, run_id: str, loaded: Loaded) -> tuple[str, bytes]:
+    """Return the run's catalog (titles and genres, stored once per run) as a ``(key, bytes)`` pair."""
+    return keys.catalog(run_id), encode_catalog(loaded.data.item_ids, loaded.movies)
+
+
 def run_extras(keys: Keys, run_id: str, data: Interactions, movies: Movies, models, params: Params,
                heads: list[str], hidden: np.ndarray) -> Extras:
     """Return the per-genre popular lists and the "more like this" lists of a run (:mod:`batch.related`).
@@ -177,7 +182,7 @@ def run_extras(keys: Keys, run_id: str, data: Interactions, movies: Movies, mode
     stored = params.top_n + SPARE_ITEMS
     genres_of = pipeline.item_genres(data, movies)
     base = models.svd.baseline(np.arange(data.n_items))
-    out: list[tuple[str, bytes]] = []
+    out: list[tuple[str, bytes]] = [(keys.catalog(run_id), encode_catalog(data.item_ids, movies))]
     names = sorted({g for gs in genres_of for g in gs})
     for genre in names:
         inside = np.fromiter((genre in gs for gs in genres_of), dtype=bool, count=len(genres_of))
@@ -198,7 +203,7 @@ def run_extras(keys: Keys, run_id: str, data: Interactions, movies: Movies, mode
         if not hidden[column]:  # a hidden title gets no list of its own either
             out.append((keys.similar(run_id, movie_id), payload))
             n_similar += 1
-    return Extras(out, names, n_similar)
+    return Extras(out, names, n_similar)  # the catalog first: every list after it refers to it
 
 
 def run_job(

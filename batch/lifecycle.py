@@ -241,6 +241,8 @@ def missing(store: RunStore, run_id: str, every_list: bool = True) -> list[str]:
     status = meta.status if meta else None
     problems = [] if status == COMPLETE else [f"status {status or 'absent'}"]
     problems += [] if popular else ["popular list"]
+    if meta and meta.stored_n and store.count_missing([store.keys.catalog(run_id)]):
+        problems.append("catalog")  # runs written since the catalog exists (stored_n) need theirs
     genres = (meta.genres if meta else None) or []
     if absent := store.count_missing([store.keys.genre_popular(run_id, g) for g in genres]):
         problems.append(f"genre lists ({absent} of {len(genres)})")

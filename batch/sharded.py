@@ -23,7 +23,7 @@ import numpy as np
 
 from batch import artifacts, pipeline
 from batch.download import ML_1M, Release
-from batch.job import load_stage, run_meta
+from batch.job import catalog_entry, load_stage, run_meta
 from batch.lifecycle import PublishReport, commit, prepare
 from batch.models.svd_process import SVDProcess
 from batch.params import Params
@@ -66,6 +66,7 @@ def train_job(data_dir: Path | str, params: Params, out: Path | str, store: RunS
         manifest = {"run_id": new_run_id(), "lock_token": token, "lock_ttl": lock_ttl,
                     "params": params.to_dict(), "meta": run_meta(loaded, params, timings).to_hash()}
         heads = item_heads(loaded.data.item_ids, loaded.movies)
+        store.write_extra(manifest["run_id"], [catalog_entry(store.keys, manifest["run_id"], loaded)], token)
         artifacts.save(out, loaded.data, models, heads, manifest)
     log.info("trained run %s; artifacts in %s", manifest["run_id"], out)
     return manifest

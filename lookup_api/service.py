@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import redis
 
 from lookup_api.contract.connection import UNAVAILABLE, text
-from lookup_api.contract.items import PERSONALIZED, POPULAR
+from lookup_api.contract.items import PERSONALIZED, POPULAR, catalog_heads, expand
 from lookup_api.contract.keys import Keys
 from lookup_api.contract.meta import F, RunMeta
 from lookup_api.contract.reader import (
@@ -89,6 +89,7 @@ class _Run:
     popular: bytes | None  # the stored JSON, never re-serialised (None: the key is gone)
     users: frozenset[int] | None  # the ids with a list (None: the index is gone; ask for each user)
     genres: tuple[str, ...] = ()  # genres with a popular list of their own
+    heads: dict = field(default_factory=dict)  # the catalog: movie id -> its items' JSON head
     lists: dict = field(default_factory=dict)  # ("genre", g) / ("similar", m) -> stored bytes
 
     def result(self, user_id: int | None, n: int, items: bytes | None = None, reason: str | None = None,
@@ -101,8 +102,8 @@ class _Run:
         if items is None:
             raise NoPopular(self.run_id)
         out, n_hidden, n_excluded = filtered(items, n, hidden, exclude)
-        return Result(user_id, source or PERSONALIZED, self.run_id, self.generated_at, out, stale, reason,
-                      n_hidden, n_excluded, head)
+        return Result(user_id, source or PERSONALIZED, self.run_id, self.generated_at,
+                      expand(out, self.heads), stale, reason, n_hidden, n_excluded, head)
 
 
 class Breaker:
@@ -206,7 +207,8 @@ class Lookup:
         pipe.get(self.keys.popular(run_id))
         pipe.get(self.keys.users(run_id))
         pipe.get(self.keys.current)
-        values, popular, users, live = pipe.execute()
+        pipe.get(self.keys.catalog(run_id))
+        values, popular, users, live, catalog = pipe.execute()
         meta = RunMeta.from_hash({k: v for k, v in zip(names, values, strict=True) if v is not None})
         if popular is None or users is None:
             if text(live) != run_id:
@@ -215,7 +217,8 @@ class Lookup:
             if popular is None and not meta.top_n:
                 raise NoPopular(run_id)
         run = _Run(run_id, meta.created_at, meta.top_n or len(json.loads(popular)), popular,
-                   None if users is None else frozenset(json.loads(users)), tuple(meta.genres or ()))
+                   None if users is None else frozenset(json.loads(users)), tuple(meta.genres or ()),
+                   heads=catalog_heads(catalog))
         self._runs = {run_id: run}  # keep only the live run's cache
         if popular is not None:
             self._last_good = run

@@ -16,7 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from lookup_api.contract.connection import text
-from lookup_api.contract.items import PERSONALIZED, POPULAR, decode_items, select
+from lookup_api.contract.items import PERSONALIZED, POPULAR, catalog_heads, decode_items, expand, select
 from lookup_api.contract.keys import Keys
 from lookup_api.contract.meta import RunMeta
 
@@ -60,7 +60,7 @@ def filtered(raw: bytes, n: int, hidden: Collection[int] = EMPTY_SET,
 
 @dataclass
 class Served:
-    """One answer of a list route: the items as stored JSON, and where they came from."""
+    """One answer of a list route: the served items' JSON, and where they came from."""
 
     source: str
     run_id: str
@@ -133,6 +133,10 @@ class RunReader:
         """Return a movie's stored "more like this" list, or None."""
         return self.client.get(self.keys.similar(run_id, movie_id))
 
+    def catalog(self, run_id: str) -> dict[int, bytes]:
+        """Return the run's catalog as movie id -> the JSON head of its items (empty: no catalog)."""
+        return catalog_heads(self.client.get(self.keys.catalog(run_id)))
+
     def users(self, run_id: str) -> frozenset[int] | None:
         """Return the ids the run's user index names (None: no index)."""
         raw = self.client.get(self.keys.users(run_id))
@@ -141,19 +145,19 @@ class RunReader:
     # ---- the same, parsed ----
     def popular(self, run_id: str) -> list[dict] | None:
         """Return the run's popular list, or None."""
-        return _decoded(self.raw_popular(run_id))
+        return self._decoded(run_id, self.raw_popular(run_id))
 
     def genre_popular(self, run_id: str, genre: str) -> list[dict] | None:
         """Return the run's popular list within ``genre``, or None."""
-        return _decoded(self.raw_popular(run_id, genre))
+        return self._decoded(run_id, self.raw_popular(run_id, genre))
 
     def user_list(self, run_id: str, user_id: int) -> list[dict] | None:
         """Return a user's published list in ``run_id``, or None."""
-        return _decoded(self.raw_user(run_id, user_id))
+        return self._decoded(run_id, self.raw_user(run_id, user_id))
 
     def similar(self, run_id: str, movie_id: int) -> list[dict] | None:
         """Return a movie's "more like this" list in ``run_id``, or None."""
-        return _decoded(self.raw_similar(run_id, movie_id))
+        return self._decoded(run_id, self.raw_similar(run_id, movie_id))
 
     # ---- what the API serves, read afresh (no cache) ----
     def served(self, user_id: int, n: int, exclude: Collection[int] = EMPTY_SET,
@@ -196,7 +200,11 @@ class RunReader:
     def _serve(self, source: str, run_id: str, meta: RunMeta, raw: bytes, n: int,
                exclude: Collection[int], reason: str | None = None) -> Served:
         items, n_hidden, n_excluded = filtered(raw, n, self.hidden_ids(), frozenset(exclude))
-        return Served(source, run_id, meta.created_at, items, reason, n_hidden, n_excluded)
+        return Served(source, run_id, meta.created_at, expand(items, self.catalog(run_id)), reason,
+                      n_hidden, n_excluded)
+
+    def _decoded(self, run_id: str, raw: bytes | None) -> list[dict] | None:
+        return None if raw is None else decode_items(raw, self.catalog(run_id))
 
 
 def parse_exclude(raw: str | None, limit: int = MAX_EXCLUDE, max_id: int = 2**31 - 1) -> frozenset[int]:
@@ -218,10 +226,6 @@ def parse_exclude(raw: str | None, limit: int = MAX_EXCLUDE, max_id: int = 2**31
 def hidden_entry(reason: str | None, at: float | None = None) -> str:
     """Return the stored value of one hidden title: ``{"reason": .., "at": ..}``."""
     return json.dumps({"reason": reason or "", "at": round(at if at is not None else time.time(), 3)})
-
-
-def _decoded(raw: bytes | None) -> list[dict] | None:
-    return None if raw is None else decode_items(raw)
 
 
 __all__ = ["EMPTY", "MAX_EXCLUDE", "MISSING", "NO_CURRENT", "REASONS", "UNAVAILABLE_REASON", "RunReader",
