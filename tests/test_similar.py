@@ -129,3 +129,30 @@ def test_the_evaluation_table_chooses_on_validation_and_reports_test(tmp_path):
     assert best["model"] == chosen[0]["model"]  # chosen on validation, never on test
     assert all(0 <= r["precision@10"] <= 1 and r["users"] > 0 for r in rows)
     assert table(rows).count("\n") == len(rows) + 1
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_a_real_ml1m_run_answers_similar_and_genre_for_every_movie_and_genre(real_data, redis_url, prefix,
+                                                                              client):
+    """Every movie of a real ML-1M run has a full "more like this" list; every genre a full list."""
+    from batch.job import run_job
+    from batch.params import Params
+
+    run_id = run_job(real_data, Params(), RunStore(client, Keys(prefix))).run_id
+    meta = RunStore(client, Keys(prefix)).meta(run_id)
+    assert meta.similar_movies == meta.n_items == 3706 and len(meta.genres) == 18
+    http = create_app({"REDIS_URL": redis_url, "PREFIX": prefix, "TESTING": True}).test_client()
+    movies = sorted(int(k.rsplit(b":", 1)[1]) for k in client.scan_iter(
+        match=Keys(prefix).similar(run_id, 0)[:-1] + "*", count=5000))
+    assert len(movies) == 3706
+    short = []
+    for movie in movies:
+        resp = http.get(f"/similar/{movie}?n=10")
+        assert resp.status_code == 200, movie
+        if len(resp.get_json()["items"]) < 10:
+            short.append(movie)
+    assert not short, f"{len(short)} movies have fewer than 10 similar movies, e.g. {short[:5]}"
+    for genre in meta.genres:
+        doc = http.get(f"/popular?genre={genre}&n=10").get_json()
+        assert doc["genre"] == genre and doc["items"] and all(genre in it["genres"] for it in doc["items"])
