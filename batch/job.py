@@ -20,17 +20,20 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import numpy as np
+
 from batch import pipeline, telemetry
 from batch.download import ML_1M, Release, download, find_dataset
 from batch.interactions import Interactions
 from batch.lifecycle import PublishReport, publish
-from batch.lists import encode_lists, encode_one, item_heads
 from batch.models.svd_process import SVDProcess
 from batch.movielens import Movies
 from batch.movielens_ratings import load_dir
-from batch.params import Params
+from batch.params import SIMILAR_N, SIMILAR_SHRINK, SIMILAR_WEIGHTS, SPARE_ITEMS, Params
 from batch.store import RunStore
-from lookup_api.contract.keys import new_run_id
+from lookup_api.contract.items import encode_catalog, encode_lists, encode_one, item_heads
+from lookup_api.contract.keys import Keys, new_run_id
+from lookup_api.contract.meta import RunMeta
 
 log = logging.getLogger(__name__)
 
@@ -115,26 +118,94 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def run_meta(loaded: Loaded, params: Params, timings: dict[str, float],
-             peaks: dict[str, float] | None = None, **extra) -> dict:
-    """Return the metadata recorded with a run (see the README's key schema)."""
+             peaks: dict[str, float] | None = None, **extra) -> RunMeta:
+    """Return the metadata recorded with a run (:class:`~lookup_api.contract.meta.RunMeta`)."""
     now = datetime.now(UTC)
-    return {
-        "created_at": now.isoformat(timespec="seconds"),
-        "created_ts": f"{now.timestamp():.3f}",
-        "dataset": loaded.release.name,
-        "dataset_dir": str(loaded.directory),
-        "dataset_sha256": dataset_checksum(loaded.directory, loaded.release),
-        "n_users": str(loaded.data.n_users),
-        "n_items": str(loaded.data.n_items),
-        "n_ratings": str(loaded.data.nnz),
-        "top_n": str(params.top_n),
-        "ranker": params.ranker,
-        "params": params.to_dict(),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        **({"peak_rss_mib": peaks} if peaks else {}),
-        "code_version": code_version(),
-        **extra,
-    }
+    return RunMeta(
+        created_at=now.isoformat(timespec="seconds"),
+        created_ts=round(now.timestamp(), 3),
+        dataset=loaded.release.name,
+        dataset_dir=str(loaded.directory),
+        dataset_sha256=dataset_checksum(loaded.directory, loaded.release),
+        n_users=loaded.data.n_users,
+        n_items=loaded.data.n_items,
+        n_ratings=loaded.data.nnz,
+        top_n=params.top_n,
+        ranker=params.ranker,
+        params=params.to_dict(),
+        timings={k: round(v, 3) for k, v in timings.items()},
+        peak_rss_mib=peaks or None,
+        code_version=code_version(),
+    ).with_(**extra)
+
+
+@dataclass
+class Extras:
+    """The run's lists beyond the user lists and the popular list, ready to write."""
+
+    lists: list[tuple[str, bytes]]
+    genres: list[str]
+    similar_movies: int
+
+
+def hidden_columns(data: Interactions, hidden: frozenset[int]) -> np.ndarray:
+    """Return a boolean (n_items,) mask of the columns whose movie is hidden."""
+    return np.isin(data.item_ids, np.fromiter(hidden, dtype=np.int64, count=len(hidden)))
+
+
+def drop_hidden(items: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Return ranked column indices with hidden columns replaced by -1 (the encoder skips them)."""
+    return np.where((items >= 0) & mask[np.maximum(items, 0)], -1, items) if mask.any() else items
+
+
+def top_visible(scores: np.ndarray, n: int, mask: np.ndarray) -> np.ndarray:
+    """Return the ``n`` best columns by ``scores`` (finite only) that are not hidden, best first."""
+    from batch.models.popularity import top_popular
+
+    items, _ = top_popular(np.where(mask, -np.inf, scores), n)
+    return items
+
+
+def catalog_entry(keys: Keys, run_id: str, loaded: Loaded) -> tuple[str, bytes]:
+    """Return the run's catalog (titles and genres, stored once per run) as a ``(key, bytes)`` pair."""
+    return keys.catalog(run_id), encode_catalog(loaded.data.item_ids, loaded.movies)
+
+
+def run_extras(keys: Keys, run_id: str, data: Interactions, movies: Movies, models, params: Params,
+               heads: list[str], hidden: np.ndarray) -> Extras:
+    """Return the per-genre popular lists and the "more like this" lists of a run (:mod:`batch.related`).
+
+    Per genre: the popular rule's scores restricted to the genre's movies.  Similar: the blend
+    :data:`~batch.params.SIMILAR_WEIGHTS` of co-occurrence of likes, ALS item factors and TF-IDF
+    genres; ``predicted_rating`` is SVD's baseline (mu + b_i), as in the popular list.
+    """
+    from batch.related import similar_items, tfidf_genres
+
+    stored = params.top_n + SPARE_ITEMS
+    genres_of = pipeline.item_genres(data, movies)
+    base = models.svd.baseline(np.arange(data.n_items))
+    out: list[tuple[str, bytes]] = [(keys.catalog(run_id), encode_catalog(data.item_ids, movies))]
+    names = sorted({g for gs in genres_of for g in gs})
+    for genre in names:
+        inside = np.fromiter((genre in gs for gs in genres_of), dtype=bool, count=len(genres_of))
+        items = top_visible(np.where(inside, models.popularity, -np.inf), stored, hidden)
+        out.append((keys.genre_popular(run_id, genre),
+                    encode_one(heads, items, models.popularity[items], base[items])))
+    factors = getattr(getattr(models, "als", None), "item_factors", None)
+    weights = {s: w for s, w in SIMILAR_WEIGHTS.items() if w and (s != "factors" or factors is not None)}
+    prior = models.counts / max(float(models.counts.max()), 1.0) * 0.999
+    likes = data.liked(params.like_threshold)
+    sim, scores = similar_items(data.n_items, SIMILAR_N + SPARE_ITEMS, likes=likes, factors=factors,
+                                genres=tfidf_genres(genres_of), weights=weights, prior=prior,
+                                shrink=SIMILAR_SHRINK)
+    sim = drop_hidden(sim, hidden)
+    ratings = base[np.maximum(sim, 0)]
+    n_similar = 0
+    for column, (movie_id, payload) in enumerate(encode_lists(data.item_ids, sim, scores, ratings, heads)):
+        if not hidden[column]:  # a hidden title gets no list of its own either
+            out.append((keys.similar(run_id, movie_id), payload))
+            n_similar += 1
+    return Extras(out, names, n_similar)  # the catalog first: every list after it refers to it
 
 
 def run_job(
@@ -172,18 +243,25 @@ def run_job(
         peaks = {"load": peak_rss_mib()}  # the process's high-water mark after each stage
         models = pipeline.train(data, loaded.movies, params, svd_process)
     peaks.update(train=peak_rss_mib(), svd_child=peak_rss_mib(resource.RUSAGE_CHILDREN))
-    recs = pipeline.recommend(models, data, params)
+    stored = params.top_n + SPARE_ITEMS  # spare items: hidden titles and ?exclude= still fill top_n
+    recs = pipeline.recommend(models, data, params.with_(top_n=stored))
     peaks["recommend"] = peak_rss_mib()
     timings.update(models.timings)
 
     stage = time.perf_counter()
-    heads = item_heads(data.item_ids, loaded.movies)
-    pop_ids, pop_scores, pop_ratings = pipeline.popular(models, params.top_n)
-    popular = encode_one(heads, pop_ids, pop_scores, pop_ratings)
-    lists = encode_lists(data.user_ids, recs.items, recs.scores, recs.ratings, heads)
     run_id = new_run_id()
+    hidden_ids = store.hidden_ids() if store is not None else frozenset()
+    hidden = hidden_columns(data, hidden_ids)  # titles hidden now are published nowhere
+    heads = item_heads(data.item_ids, loaded.movies)
+    pop_ids = top_visible(models.popularity, stored, hidden)
+    popular = encode_one(heads, pop_ids, models.popularity[pop_ids], models.svd.baseline(pop_ids))
+    items = drop_hidden(recs.items, hidden)
+    lists = encode_lists(data.user_ids, items, recs.scores, recs.ratings, heads)
+    extras = run_extras(store.keys if store is not None else Keys(), run_id, data, loaded.movies, models,
+                        params, heads, hidden)
+    timings["related"] = time.perf_counter() - stage
     result = JobResult(run_id, data.n_users, data.n_items, data.nnz, timings)
-    empty = int((recs.items[:, 0] < 0).sum()) if len(recs.items) else 0
+    empty = int((items.max(axis=1) < 0).sum()) if len(items) else 0
     result.empty_lists, result.popular_items = empty, len(pop_ids)
     if store is None:
         n = sum(1 for _ in lists)
@@ -194,9 +272,12 @@ def run_job(
             from tqdm import tqdm
 
             lists = tqdm(lists, total=data.n_users, desc="publish", unit="user")
-        meta = run_meta(loaded, params, timings, peaks, **telemetry.meta_fields(empty, len(pop_ids)))
+        meta = run_meta(loaded, params, timings, peaks, **telemetry.meta_fields(empty, len(pop_ids)),
+                        stored_n=stored, genres=extras.genres, similar_movies=extras.similar_movies,
+                        hidden_at_publish=int(hidden.sum()))
         result.published = publish(store, run_id, lists, popular, meta, keep=keep, token=token,
-                                   users=data.n_users, force=force, allow_eviction=allow_eviction)
+                                   users=data.n_users, force=force, allow_eviction=allow_eviction,
+                                   extra=extras.lists)
         timings["publish"] = time.perf_counter() - stage
     timings["total"] = time.perf_counter() - started
     if store is not None:

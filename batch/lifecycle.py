@@ -12,7 +12,6 @@ the next run to delete (at once when Redis was full).  ``hook(step)`` runs after
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sized
@@ -21,6 +20,7 @@ from typing import NamedTuple
 
 from batch.store import FullError, LostLockError, RunStore, StoreError, mib
 from lookup_api.contract.keys import DEFAULT_KEEP
+from lookup_api.contract.meta import COMPLETE, F, RunMeta
 
 log = logging.getLogger(__name__)
 
@@ -49,30 +49,35 @@ def _skip(step: str) -> None:
     """The default hook: do nothing."""
 
 
-def publish(store: RunStore, run_id: str, lists: Iterable[tuple[int, bytes]], popular: bytes, meta: dict,
-            keep: int = DEFAULT_KEEP, token: str | None = None, hook: Hook = _skip, *,
-            users: int | None = None, force: bool = False, allow_eviction: bool = False) -> PublishReport:
+def publish(store: RunStore, run_id: str, lists: Iterable[tuple[int, bytes]], popular: bytes,
+            meta: RunMeta | dict, keep: int = DEFAULT_KEEP, token: str | None = None, hook: Hook = _skip, *,
+            users: int | None = None, force: bool = False, allow_eviction: bool = False,
+            extra: Iterable[tuple[str, bytes]] = ()) -> PublishReport:
     """:func:`prepare`, write a run's lists, :func:`commit` it (``token``: the lock held; None: take it).
 
     ``users``: how many lists ``lists`` yields, for the memory estimate (default: its length, or
     for an iterator without one the first chunk's: an underestimate if it yields more).
+    ``extra``: the run's other lists as ``(key, bytes)`` (per-genre popular, "more like this"),
+    written after the user lists; a sequence counts in the memory estimate.
     """
     if keep < 1:
         raise StoreError("keep must be at least 1")
     if token is None:
         with store.lock() as token:
             return publish(store, run_id, lists, popular, meta, keep, token, hook, users=users,
-                           force=force, allow_eviction=allow_eviction)
+                           force=force, allow_eviction=allow_eviction, extra=extra)
     started = time.perf_counter()
     if users is None and isinstance(lists, Sized):
         users = len(lists)
     lists = iter(lists)
     first = list(islice(lists, store.chunk))  # measured for the estimate, then written first
     sizes = [len(payload) for _, payload in first]
-    prepare(store, len(first) if users is None else users, sum(sizes) / max(len(sizes), 1), len(popular),
+    fixed = len(popular) + (sum(len(k) + len(v) + 64 for k, v in extra) if isinstance(extra, Sized) else 0)
+    prepare(store, len(first) if users is None else users, sum(sizes) / max(len(sizes), 1), fixed,
             allow_eviction=allow_eviction)
     try:
         user_ids = store.write_lists(run_id, chain(first, lists), token)
+        store.write_extra(run_id, extra, token)
         hook("lists")
         retired, broken = commit(store, run_id, popular, user_ids, meta, keep, token, hook, force=force,
                                  allow_eviction=allow_eviction)
@@ -124,7 +129,7 @@ def prepare(store: RunStore, users: int, payload: float | None, fixed: int = 0, 
                             "lower --keep)")
 
 
-def commit(store: RunStore, run_id: str, popular: bytes, user_ids: list[int], meta: dict,
+def commit(store: RunStore, run_id: str, popular: bytes, user_ids: list[int], meta: RunMeta | dict,
            keep: int, token: str, hook: Hook = _skip, *, force: bool = False,
            allow_eviction: bool = False) -> tuple[list[str], list[str]]:
     """Write the popular list, index and metadata, :func:`gate`, mark complete, flip, retire.
@@ -134,12 +139,13 @@ def commit(store: RunStore, run_id: str, popular: bytes, user_ids: list[int], me
     run is never listed complete, never flipped to.  Refused by the gate: GateError, unless
     ``force`` (the reasons are then recorded in the meta as ``gate_forced``).
     """
+    meta = RunMeta.of(meta)
     store.write_index(run_id, popular, user_ids, meta)
     hook("meta")
     _check_lock(store, run_id, token)  # a run that lost its lock may have lost its lists with it
     gate(store, run_id, user_ids, popular, meta, force=force, allow_eviction=allow_eviction)
     _check_lock(store, run_id, token)
-    store.mark_complete(run_id, float(meta.get("created_ts", time.time())))
+    store.mark_complete(run_id, meta.created_ts or time.time())
     hook("before_flip")
     try:
         previous = store.flip(run_id, token)
@@ -158,7 +164,7 @@ def _check_lock(store: RunStore, run_id: str, token: str) -> None:
                             "another run); current was not moved")
 
 
-def gate(store: RunStore, run_id: str, user_ids: list[int], popular: bytes, meta: dict, *,
+def gate(store: RunStore, run_id: str, user_ids: list[int], popular: bytes, meta: RunMeta, *,
          force: bool = False, allow_eviction: bool = False) -> None:
     """Refuse (GateError) a run implausible against the live one, before it is listed complete.
 
@@ -177,10 +183,10 @@ def gate(store: RunStore, run_id: str, user_ids: list[int], popular: bytes, meta
     if popular in (b"", b"[]"):
         reasons.append("the popular list is empty")
     live = store.current()
-    live_meta = store.meta(live) if live else {}
-    for field, what in (("n_users", "users"), ("n_items", "movies"), ("n_ratings", "ratings")):
-        new, old = meta.get(field), live_meta.get(field)
-        if new is not None and old and int(new) < GATE_SHARE * int(old):
+    live_meta = (store.meta(live) if live else None) or RunMeta()
+    for field, what in ((F.n_users, "users"), (F.n_items, "movies"), (F.n_ratings, "ratings")):
+        new, old = getattr(meta, field), getattr(live_meta, field)
+        if new is not None and old and new < GATE_SHARE * old:
             reasons.append(f"{new} {what}, under {GATE_SHARE:.0%} of the live run {live}'s {old}")
     if not reasons:
         return
@@ -188,7 +194,7 @@ def gate(store: RunStore, run_id: str, user_ids: list[int], popular: bytes, meta
         raise GateError(f"run {run_id} refused by the publish gate: {'; '.join(reasons)}. The live run is "
                         "untouched; --force publishes it anyway")
     log.warning("publish gate overridden (--force) for run %s: %s", run_id, "; ".join(reasons))
-    store.client.hset(store.keys.meta(run_id), "gate_forced", "; ".join(reasons))
+    store.set_meta(run_id, gate_forced="; ".join(reasons))
 
 
 def retire(store: RunStore, keep: int, token: str,
@@ -228,31 +234,28 @@ def retire(store: RunStore, keep: int, token: str,
 def missing(store: RunStore, run_id: str, every_list: bool = True) -> list[str]:
     """Return what ``run_id`` lacks to be served (empty: listed ``complete``, every key present).
 
-    Checks the status, the popular list, the user index and (``every_list``) every user list the
-    index names, in pipelined single-key EXISTS.
+    Checks the status, the popular list, the user index, the per-genre popular lists the meta
+    names and (``every_list``) every user list the index names, in pipelined single-key EXISTS.
     """
-    pipe = store.client.pipeline(transaction=False)
-    pipe.hget(store.keys.meta(run_id), "status")
-    pipe.exists(store.keys.popular(run_id))
-    pipe.get(store.keys.users(run_id))
-    status, popular, users = pipe.execute()
-    problems = [] if status == b"complete" else [f"status {(status or b'absent').decode()}"]
+    meta, popular, users = store.run_state(run_id)
+    status = meta.status if meta else None
+    problems = [] if status == COMPLETE else [f"status {status or 'absent'}"]
     problems += [] if popular else ["popular list"]
+    if meta and meta.stored_n and store.count_missing([store.keys.catalog(run_id)]):
+        problems.append("catalog")  # runs written since the catalog exists (stored_n) need theirs
+    genres = (meta.genres if meta else None) or []
+    if absent := store.count_missing([store.keys.genre_popular(run_id, g) for g in genres]):
+        problems.append(f"genre lists ({absent} of {len(genres)})")
     if users is None:
         return [*problems, "user index"]
-    ids = json.loads(users) if every_list else []
-    for start in range(0, len(ids), store.chunk):
-        pipe = store.client.pipeline(transaction=False)
-        for user_id in ids[start : start + store.chunk]:
-            pipe.exists(store.keys.user(run_id, user_id))
-        absent = pipe.execute().count(0)
-        if absent:
-            return [*problems, f"user lists ({absent}+ of {len(ids)})"]
+    ids = sorted(users) if every_list else []
+    if absent := store.count_missing([store.keys.user(run_id, u) for u in ids]):
+        problems.append(f"user lists ({absent} of {len(ids)})")
     return problems
 
 
 def _rolled_back(store: RunStore, run_id: str) -> bool:
-    return bool(store.client.hexists(store.keys.meta(run_id), "rolled_back_at"))
+    return store.has_meta(run_id, F.rolled_back_at)
 
 
 def rollback(store: RunStore, run_id: str | None = None, hook: Hook = _skip) -> str:
@@ -281,7 +284,7 @@ def rollback(store: RunStore, run_id: str | None = None, hook: Hook = _skip) -> 
         store.flip(run_id, token)
         hook("after_flip")
         if live in history and live != run_id:
-            store.client.hset(store.keys.meta(live), "rolled_back_at", f"{time.time():.3f}")
-        store.client.hdel(store.keys.meta(run_id), "rolled_back_at")
+            store.set_meta(live, rolled_back_at=time.time())
+        store.drop_meta(run_id, F.rolled_back_at)
     log.info("rolled back: current %s -> %s", live, run_id)
     return run_id

@@ -23,13 +23,14 @@ import numpy as np
 
 from batch import artifacts, pipeline
 from batch.download import ML_1M, Release
-from batch.job import load_stage, run_meta
+from batch.job import catalog_entry, load_stage, run_meta
 from batch.lifecycle import PublishReport, commit, prepare
-from batch.lists import encode_lists, encode_one, item_heads
 from batch.models.svd_process import SVDProcess
-from batch.params import Params
+from batch.params import SPARE_ITEMS, Params
 from batch.store import RunStore, StoreError
+from lookup_api.contract.items import encode_lists, encode_one, item_heads
 from lookup_api.contract.keys import new_run_id
+from lookup_api.contract.meta import RunMeta
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ def train_job(data_dir: Path | str, params: Params, out: Path | str, store: RunS
         models = pipeline.train(loaded.data, loaded.movies, params, svd_process)
         timings = {"load": loaded.seconds, **models.timings}
         manifest = {"run_id": new_run_id(), "lock_token": token, "lock_ttl": lock_ttl,
-                    "params": params.to_dict(), "meta": run_meta(loaded, params, timings)}
+                    "params": params.to_dict(), "meta": run_meta(loaded, params, timings).to_hash()}
         heads = item_heads(loaded.data.item_ids, loaded.movies)
+        store.write_extra(manifest["run_id"], [catalog_entry(store.keys, manifest["run_id"], loaded)], token)
         artifacts.save(out, loaded.data, models, heads, manifest)
     log.info("trained run %s; artifacts in %s", manifest["run_id"], out)
     return manifest
@@ -84,7 +86,7 @@ def score_job(out: Path | str, shard: tuple[int, int], store: RunStore) -> int:
     with _lease(store, manifest, keep=True) as token:
         users = shard_users(data.n_users, index, total)
         started = time.perf_counter()
-        recs = pipeline.recommend(models, data, params, users=users)
+        recs = pipeline.recommend(models, data, params.with_(top_n=params.top_n + SPARE_ITEMS), users=users)
         lists = encode_lists(data.user_ids[users], recs.items, recs.scores, recs.ratings, heads)
         written = store.write_lists(run_id, lists, token)
         store.mark_shard(run_id, index, len(written))
@@ -114,8 +116,8 @@ def publish_job(out: Path | str, total: int, store: RunStore, keep: int = 2, *,
         if sum(done.values()) != data.n_users or len(done) != total:
             raise StoreError(f"run {run_id}: shards wrote {sum(done.values())} lists in {len(done)} shards, "
                              f"expected {data.n_users} in {total}")
-        popular = encode_one(heads, *pipeline.popular(models, params.top_n))
-        meta = {**manifest["meta"], "shards": str(total)}
+        popular = encode_one(heads, *pipeline.popular(models, params.top_n + SPARE_ITEMS))
+        meta = RunMeta.from_hash(manifest["meta"]).with_(shards=total)
         retired, broken = commit(store, run_id, popular, data.user_ids.tolist(), meta, keep, token,
                                  force=force)
     return PublishReport(run_id, data.n_users, time.perf_counter() - started, retired, tuple(broken))

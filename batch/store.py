@@ -21,8 +21,9 @@ import redis
 from batch.holder import Holder, beat_interval, locked_message, new_token
 from lookup_api.contract.connection import UNAVAILABLE, connect, explain, redact_url, text
 from lookup_api.contract.errors import RecsysError
-from lookup_api.contract.items import decode_items
 from lookup_api.contract.keys import Keys
+from lookup_api.contract.meta import ABANDONED, COMPLETE, PENDING, RunMeta, field_value
+from lookup_api.contract.reader import RunReader
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,15 @@ def redis_errors(url: str | None = None) -> Iterator[None]:
         raise StoreError(f"Redis error: {exc}") from None
 
 
-class RunStore:
-    """Versioned runs under one key prefix on one Redis client (injected)."""
+class RunStore(RunReader):
+    """Versioned runs under one key prefix on one Redis client (injected): the contract's
+    :class:`~lookup_api.contract.reader.RunReader` plus every write of the batch."""
 
     CHUNK = 1000  # commands per pipeline round trip
 
     def __init__(self, client: redis.Redis, keys: Keys | None = None, chunk: int | None = None):
-        self.client, self.keys, self.chunk = client, keys or Keys(), chunk or self.CHUNK
+        super().__init__(client, keys)
+        self.chunk = chunk or self.CHUNK
 
     @classmethod
     def open(cls, url: str | None, keys: Keys, *, create: bool = True) -> RunStore:
@@ -90,37 +93,62 @@ class RunStore:
             raise StoreError(f"cannot reach Redis at {redact_url(url)}: {explain(exc)}") from None
         return cls(client, keys)
 
-    def current(self) -> str | None:
-        """Return the live run id, or None before the first publish."""
-        return text(self.client.get(self.keys.current))
-
-    def runs(self) -> list[tuple[str, float]]:
-        """Return complete runs as ``(run_id, created_at)``, newest first."""
-        return [(text(r), s) for r, s in self.client.zrevrange(self.keys.runs, 0, -1, withscores=True)]
-
-    def pending(self) -> list[str]:
-        """Return the runs being written, or left behind by a failed run or a cut-short deletion."""
-        return [text(r) for r in self.client.zrange(self.keys.pending, 0, -1)]
-
     def set_timings(self, run_id: str, timings: dict[str, float]) -> None:
         """Replace ``run_id``'s stage timings in its meta (publish and total are known after the flip)."""
         if self.client.exists(self.keys.meta(run_id)):
-            self.client.hset(self.keys.meta(run_id), "timings",
-                             json.dumps({k: round(v, 3) for k, v in timings.items()}))
-
-    def meta(self, run_id: str) -> dict[str, str]:
-        """Return a run's metadata hash (empty when the run does not exist)."""
-        return {text(k): text(v) for k, v in self.client.hgetall(self.keys.meta(run_id)).items()}
-
-    def user_list(self, run_id: str, user_id: int) -> list[dict] | None:
-        """Return a user's published list in ``run_id``, or None."""
-        raw = self.client.get(self.keys.user(run_id, user_id))
-        return None if raw is None else decode_items(raw)
+            self.set_meta(run_id, timings={k: round(v, 3) for k, v in timings.items()})
 
     def popular_list(self, run_id: str) -> list[dict] | None:
-        """Return the run's popular list, or None."""
-        raw = self.client.get(self.keys.popular(run_id))
-        return None if raw is None else decode_items(raw)
+        """Return the run's popular list, or None (:meth:`RunReader.popular`)."""
+        return self.popular(run_id)
+
+    def set_meta(self, run_id: str, **fields) -> None:
+        """Set single meta fields of ``run_id`` (typed values, :class:`RunMeta`'s names)."""
+        self.client.hset(self.keys.meta(run_id), mapping={k: field_value(k, v) for k, v in fields.items()})
+
+    def drop_meta(self, run_id: str, *names: str) -> None:
+        """Delete meta fields of ``run_id`` (:class:`RunMeta`'s names)."""
+        for name in names:
+            field_value(name, "")  # KeyError for a field RunMeta does not declare
+        self.client.hdel(self.keys.meta(run_id), *names)
+
+    def has_meta(self, run_id: str, name: str) -> bool:
+        """Return whether ``run_id``'s meta holds the field ``name``."""
+        field_value(name, "")
+        return bool(self.client.hexists(self.keys.meta(run_id), name))
+
+    def run_state(self, run_id: str) -> tuple[RunMeta | None, bool, frozenset[int] | None]:
+        """Return a run's meta, whether its popular list exists, and its user index (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.meta(run_id))
+        pipe.exists(self.keys.popular(run_id))
+        pipe.get(self.keys.users(run_id))
+        meta, popular, users = pipe.execute()
+        return (RunMeta.from_hash(meta) if meta else None, bool(popular),
+                None if users is None else frozenset(json.loads(users)))
+
+    def count_missing(self, keys: list[str]) -> int:
+        """Return how many of ``keys`` do not exist (pipelined single-key EXISTS, chunked)."""
+        absent = 0
+        for start in range(0, len(keys), self.chunk):
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys[start : start + self.chunk]:
+                pipe.exists(key)
+            absent += pipe.execute().count(0)
+        return absent
+
+    def hide(self, movie_ids: Iterable[int], reason: str | None = None) -> int:
+        """Hide titles (``<prefix>:hidden``, no run): the API drops them within its hidden TTL."""
+        from lookup_api.contract.reader import hidden_entry
+
+        entry = hidden_entry(reason)
+        ids = [int(m) for m in movie_ids]
+        return int(self.client.hset(self.keys.hidden, mapping={str(m): entry for m in ids})) if ids else 0
+
+    def unhide(self, movie_ids: Iterable[int]) -> int:
+        """Serve hidden titles again; return how many were hidden."""
+        ids = [str(int(m)) for m in movie_ids]
+        return int(self.client.hdel(self.keys.hidden, *ids)) if ids else 0
 
     @contextmanager
     def lock(self, ttl: float = 60.0, token: str | None = None, keep: bool = False,
@@ -281,28 +309,47 @@ class RunStore:
                                     "another run); stopped, current was not moved")
         return user_ids
 
-    def write_index(self, run_id: str, popular: bytes, user_ids: list[int], meta: dict) -> None:
+    def write_extra(self, run_id: str, lists: Iterable[tuple[str, bytes]], token: str) -> int:
+        """Write a run's other lists (per-genre popular, "more like this") as ``(key, bytes)``
+        pairs, pipelined like :meth:`write_lists`; return how many."""
+        with self._room(run_id):
+            written, lists = 0, iter(lists)
+            while chunk := list(islice(lists, self.chunk)):
+                pipe = self.client.pipeline(transaction=False)
+                pipe.get(self.keys.lock)
+                pipe.zadd(self.keys.pending, {run_id: time.time()}, nx=True)
+                for key, payload in chunk:
+                    if not key.startswith(self.keys.run_base(run_id) + ":"):
+                        raise ValueError(f"{key} is not a key of run {run_id}")
+                    pipe.set(key, payload)
+                written += len(chunk)
+                if text(pipe.execute()[0]) != token:
+                    raise LostLockError(f"run {run_id} lost the batch lock while writing (expired or taken "
+                                        "by another run); stopped, current was not moved")
+        return written
+
+    def write_index(self, run_id: str, popular: bytes, user_ids: list[int], meta: RunMeta | dict) -> None:
         """Write the popular list, the user index and the metadata (``status=pending``)."""
-        flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+        meta = RunMeta.of(meta)
         pipe = self.client.pipeline(transaction=False)
         pipe.zadd(self.keys.pending, {run_id: time.time()}, nx=True)
         pipe.set(self.keys.popular(run_id), popular)
         pipe.set(self.keys.users(run_id), json.dumps(sorted(user_ids), separators=(",", ":")))
-        pipe.hset(self.keys.meta(run_id), mapping={**flat, "status": "pending", "users": str(len(user_ids))})
+        pipe.hset(self.keys.meta(run_id), mapping=meta.with_(status=PENDING, users=len(user_ids)).to_hash())
         with self._room(run_id):
             pipe.execute()
 
     def mark_complete(self, run_id: str, created: float) -> None:
         """Mark ``run_id`` complete and add it to the run history."""
         with self._room(run_id):
-            self.client.hset(self.keys.meta(run_id), "status", "complete")
+            self.set_meta(run_id, status=COMPLETE)
             self.client.zadd(self.keys.runs, {run_id: created})
 
     def unmark(self, run_id: str) -> None:
         """Take ``run_id`` out of the history again (its flip was refused) and list it pending."""
         self.client.zadd(self.keys.pending, {run_id: time.time()}, nx=True)
         self.client.zrem(self.keys.runs, run_id)
-        self.client.hset(self.keys.meta(run_id), "status", "abandoned")
+        self.set_meta(run_id, status=ABANDONED)
 
     def flip(self, run_id: str, token: str) -> str | None:
         """Point ``current`` at ``run_id`` if ``token`` holds the lock (one script); return the previous."""

@@ -13,22 +13,24 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from lookup_api.contract.meta import F, RunMeta
+
 log = logging.getLogger(__name__)
 
 JOB = "recsys-batch"
 PUSH_TIMEOUT = 10.0  # seconds
 
 
-def meta_fields(empty_lists: int, popular_items: int) -> dict[str, str]:
-    """Return the telemetry fields a published run records in its meta hash."""
-    return {"empty_lists": str(empty_lists), "popular_items": str(popular_items),
-            "success": "1", "last_success_ts": f"{time.time():.3f}"}
+def meta_fields(empty_lists: int, popular_items: int) -> dict:
+    """Return the telemetry fields a published run records in its meta (:class:`RunMeta` keywords)."""
+    return {F.empty_lists: empty_lists, F.popular_items: popular_items, F.success: True,
+            F.last_success_ts: time.time()}
 
 
-def age_seconds(meta: dict[str, str], now: float | None = None) -> float | None:
+def age_seconds(meta: RunMeta | None, now: float | None = None) -> float | None:
     """Return how old the run described by ``meta`` is (None without ``created_ts``)."""
-    created = meta.get("created_ts")
-    return None if created is None else max((now or time.time()) - float(created), 0.0)
+    created = meta.created_ts if meta else None
+    return None if created is None else max((now or time.time()) - created, 0.0)
 
 
 def format_age(seconds: float) -> str:

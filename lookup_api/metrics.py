@@ -20,8 +20,9 @@ from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
-from lookup_api.contract.connection import text
 from lookup_api.contract.keys import Keys
+from lookup_api.contract.meta import F
+from lookup_api.contract.reader import RunReader
 from lookup_api.service import REASONS, Breaker
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class LiveRunCollector:
 
     def __init__(self, client: redis.Redis, keys: Keys, max_age: float, breaker: Breaker | None = None):
         self.client, self.keys, self.max_age, self.breaker = client, keys, max_age, breaker or Breaker(0)
+        self.reader = RunReader(client, keys)
 
     def describe(self):
         """Declare nothing up front (no Redis call when registering)."""
@@ -84,8 +86,8 @@ class LiveRunCollector:
             return
         try:
             with self.breaker.guard():
-                run_id = text(self.client.get(self.keys.current))
-                created = self.client.hget(self.keys.meta(run_id), "created_ts") if run_id else None
+                run_id = self.reader.current()
+                created = self.reader.meta_fields(run_id, F.created_ts).created_ts if run_id else None
         except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
             log.warning("metrics: cannot read the live run (%s)", type(exc).__name__)
             return
@@ -96,7 +98,7 @@ class LiveRunCollector:
         if created is not None:
             yield GaugeMetricFamily("recsys_live_run_age_seconds",
                                     "Seconds since the live run was created.",
-                                    value=max(time.time() - float(created), 0.0))
+                                    value=max(time.time() - created, 0.0))
 
 
 def _registries() -> tuple[CollectorRegistry, CollectorRegistry]:
@@ -131,6 +133,11 @@ def init_metrics(app: Flask) -> None:
                         "by reason (missing, empty, unavailable, no-current).", ["reason"], registry=own)
     for reason in REASONS:
         fallbacks.labels(reason)
+    dropped = Counter("recsys_api_dropped_items", "Items skipped to fill a served list, by why: a hidden "
+                      "title (recsys-batch hide) or an id of the request's exclude=.", ["kind"], registry=own)
+    for kind in ("hidden", "excluded"):
+        dropped.labels(kind)
+    dropped_hidden, dropped_excluded = dropped.labels("hidden"), dropped.labels("excluded")
     # exported at 0 from the start, so increase()/rate() see the first error (a series born at 1 shows none)
     for kind in ("timeout", "connection", "error"):
         errors.labels(kind)
@@ -159,6 +166,10 @@ def init_metrics(app: Flask) -> None:
             pair[1].observe(time.perf_counter() - started)
         if reason := g.get("reason"):
             fallbacks.labels(reason).inc()
+        if n := g.get("hidden"):
+            dropped_hidden.inc(n)
+        if n := g.get("excluded"):
+            dropped_excluded.inc(n)
         return response
 
     @app.get("/metrics")

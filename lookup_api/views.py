@@ -9,7 +9,8 @@ import redis
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import BadRequest  # 400 JSON, from the app's HTTPException handler
 
-from lookup_api.service import Lookup, NoLiveRun, Result, StoreUnavailable
+from lookup_api.contract.reader import MAX_EXCLUDE, parse_exclude
+from lookup_api.service import Lookup, NoLiveRun, Result, StoreUnavailable, UnknownMovie
 
 bp = Blueprint("lookup", __name__)
 
@@ -21,13 +22,30 @@ def _lookup() -> Lookup:
     return current_app.extensions["lookup"]
 
 
-def _parse_user_id(raw: str) -> int:
+def _parse_user_id(raw: str, what: str = "user_id") -> int:
     if not raw.isascii() or not raw.isdigit():
-        raise BadRequest(f"user_id must be a positive integer, got {raw[:40]!r}")
+        raise BadRequest(f"{what} must be a positive integer, got {raw[:40]!r}")
     value = int(raw)
     if not 1 <= value <= current_app.config["MAX_USER_ID"]:
-        raise BadRequest(f"user_id must be between 1 and {current_app.config['MAX_USER_ID']}")
+        raise BadRequest(f"{what} must be between 1 and {current_app.config['MAX_USER_ID']}")
     return value
+
+
+def _once(name: str) -> str | None:
+    given = request.args.getlist(name)
+    if len(given) > 1:
+        raise BadRequest(f"{name} is given {len(given)} times; give it once")
+    return given[0] if given else None
+
+
+def _parse_exclude() -> frozenset[int]:
+    raw = _once("exclude")
+    if raw is not None and len(raw) > MAX_EXCLUDE * 11:
+        raise BadRequest(f"exclude is {len(raw)} characters long; at most {MAX_EXCLUDE} ids")
+    try:
+        return parse_exclude(raw, MAX_EXCLUDE, current_app.config["MAX_USER_ID"])
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _parse_n(max_n: int) -> int:
@@ -45,8 +63,9 @@ def _parse_n(max_n: int) -> int:
 def _respond(result: Result) -> Response:
     g.source = "stale" if result.stale else result.source  # the requests metric's `source` label
     g.reason = result.reason  # the fallbacks metric's `reason` label
-    head = {"user_id": result.user_id, "source": result.source, "run_id": result.run_id,
-            "generated_at": result.generated_at}
+    g.hidden, g.excluded = result.hidden, result.excluded  # the dropped-items metric
+    head = {"user_id": result.user_id, **(result.head or {}), "source": result.source,
+            "run_id": result.run_id, "generated_at": result.generated_at}
     if result.user_id is None:
         del head["user_id"]
     if result.stale:
@@ -76,20 +95,43 @@ def store_unavailable(exc: Exception):
     return _error(503, "recommendation store unavailable; retry shortly")
 
 
+@bp.errorhandler(UnknownMovie)
+def unknown_movie(exc: UnknownMovie):
+    """Answer 404 JSON for a movie the live run has no "more like this" list for."""
+    return _error(404, f"movie {exc.args[0]} is unknown to the live run")
+
+
 @bp.get("/recommendations/<user_id>")
 def recommendations(user_id: str):
-    """Return the user's list (popular list for unknown users)."""
+    """Return the user's list (popular list for unknown users), without hidden or excluded titles."""
     uid = _parse_user_id(user_id)
     lookup = _lookup()
     n = _parse_n(lookup.max_n())
-    return _respond(lookup.recommendations(uid, n))
+    return _respond(lookup.recommendations(uid, n, _parse_exclude()))
 
 
 @bp.get("/popular")
 def popular():
-    """Return the popular list."""
+    """Return the popular list, or with ``genre=`` that genre's."""
     lookup = _lookup()
-    return _respond(lookup.popular(_parse_n(lookup.max_n())))
+    n, exclude, genre = _parse_n(lookup.max_n()), _parse_exclude(), _once("genre")
+    if genre is not None:
+        valid = lookup.genres()
+        if genre not in valid:
+            match = [v for v in valid if v.lower() == genre.lower()]
+            if not match:
+                raise BadRequest(f"unknown genre {genre[:40]!r}; valid genres: {', '.join(valid) or 'none'}")
+            genre = match[0]
+    return _respond(lookup.popular(n, exclude, genre))
+
+
+@bp.get("/similar/<movie_id>")
+def similar(movie_id: str):
+    """Return the movies most like ``movie_id`` ("more like this"), 404 for an unknown movie."""
+    mid = _parse_user_id(movie_id, "movie_id")
+    lookup = _lookup()
+    n = _parse_n(lookup.max_n())
+    return _respond(lookup.similar(mid, n, _parse_exclude()))
 
 
 @bp.get("/healthz")

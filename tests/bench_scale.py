@@ -37,8 +37,8 @@ def measure(user_scale: float, item_scale: float) -> dict:
     """Run every stage once in this process; return sizes, seconds and peak MiB per stage."""
     from batch import pipeline
     from batch.interactions import Interactions
-    from batch.lists import encode_lists, item_heads
     from batch.params import Params
+    from lookup_api.contract.items import encode_lists, item_heads
     from tests.synth import ml1m_like
 
     ratings, movies = ml1m_like(user_scale, item_scale)

@@ -30,7 +30,7 @@ request = function()
   local uid
   if math.random() < %(known)f then uid = math.random(1, %(max_known)d)
   else uid = math.random(%(max_known)d + 1, 2000000000) end
-  return wrk.format("GET", "%(path)s" .. uid .. "?n=" .. math.random(1, 10))
+  return wrk.format("GET", "%(path)s" .. uid .. "?n=" .. math.random(1, 10) .. "%(suffix)s")
 end
 """
 
@@ -60,14 +60,16 @@ def gunicorn(app: str, env: dict[str, str], workers: int = 2, threads: int = 1, 
 
 
 def wrk(url: str, seconds: int, connections: int, path: str | None = None, max_known: int = 300,
-        known: float = 0.8, seed: int = 42) -> dict:
-    """Run wrk against ``url`` (random user ids when ``path`` is set); return parsed figures."""
+        known: float = 0.8, seed: int = 42, suffix: str = "") -> dict:
+    """Run wrk against ``url`` (random user ids when ``path`` is set, ``suffix`` appended to each
+    query, e.g. ``&exclude=1,2``); return parsed figures."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (Debian package 'wrk')")
     cmd = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency", "--timeout", "5s"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         if path:
-            fh.write(WRK_SCRIPT % {"seed": seed, "known": known, "max_known": max_known, "path": path})
+            fh.write(WRK_SCRIPT % {"seed": seed, "known": known, "max_known": max_known, "path": path,
+                                   "suffix": suffix})
         script = fh.name
     try:
         out = subprocess.run([*cmd, "-s", script, url], capture_output=True, text=True,
@@ -97,6 +99,31 @@ def parse_wrk(out: str) -> dict:
     }
 
 
+def filters(redis_url: str, prefix: str, n_exclude: int = 10, n_hidden: int = 20) -> tuple[str, list[int]]:
+    """Hide the live run's ``n_hidden`` most popular titles; return the query suffix excluding the
+    next ``n_exclude`` (so both filters drop items from most lists), and the hidden ids."""
+    import redis
+
+    from batch.store import RunStore
+    from lookup_api.contract.keys import Keys
+
+    store = RunStore(redis.Redis.from_url(redis_url), Keys(prefix))
+    popular = [it["movie_id"] for it in store.popular(store.current())]
+    hidden = popular[:n_hidden]
+    store.hide(hidden, "load test")
+    return "&exclude=" + ",".join(map(str, popular[n_hidden : n_hidden + n_exclude])), hidden
+
+
+def unhide(redis_url: str, prefix: str, hidden: list[int]) -> None:
+    """Serve again what :func:`filters` hid."""
+    import redis
+
+    from batch.store import RunStore
+    from lookup_api.contract.keys import Keys
+
+    RunStore(redis.Redis.from_url(redis_url), Keys(prefix)).unhide(hidden)
+
+
 def main() -> None:  # pragma: no cover - a benchmark, run by hand
     """Publish ML-1M (or small data), then compare the API with a bare endpoint."""
     import argparse
@@ -106,22 +133,33 @@ def main() -> None:  # pragma: no cover - a benchmark, run by hand
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--prefix", default="recsys-bench")
+    parser.add_argument("--filters", action="store_true",
+                        help="also measure exclude= of 10 ids with 20 hidden titles (api+filters)")
     args = parser.parse_args()
-    env = {"REDIS_URL": args.redis_url, "RECSYS_PREFIX": "recsys-bench"}
+    env = {"REDIS_URL": args.redis_url, "RECSYS_PREFIX": args.prefix}
+    suffix = ""
+    if args.filters:
+        suffix, hidden = filters(args.redis_url, args.prefix)
     conf = ("-c", "python:lookup_api.gunicorn_conf")  # the README's command: metrics, JSON access log
     access_log = Path(tempfile.mkdtemp(prefix="recsys-loadtest-")) / "access.log"
     api = "lookup_api:create_app()"
     variants = (("bare", "tests.bare_app:create_app()", None, (), {}),  # name, app, path, gunicorn args, env
                 ("api", api, "/recommendations/", (), {"RECSYS_METRICS": "false"}),  # metrics off
                 ("api+metrics", api, "/recommendations/", conf, {"RECSYS_ACCESS_LOG": ""}),
-                ("api+metrics+log", api, "/recommendations/", conf, {"RECSYS_ACCESS_LOG": str(access_log)}))
+                ("api+metrics+log", api, "/recommendations/", conf, {"RECSYS_ACCESS_LOG": str(access_log)}),
+                *((("api+filters", api, "/recommendations/", conf, {"RECSYS_ACCESS_LOG": ""}),)
+                  if suffix else ()))
     results = {name: [] for name, *_ in variants}
     for _ in range(args.rounds):
         for name, app, path, gargs, extra in variants:
             with gunicorn(app, {**env, **extra}, args=gargs) as url:
                 results[name].append(wrk(url + ("/constant" if path is None else ""), args.seconds,
-                                         args.connections, path=path, max_known=6040))
+                                         args.connections, path=path, max_known=6040,
+                                         suffix=suffix if name == "api+filters" else ""))
     shutil.rmtree(access_log.parent)
+    if suffix:
+        unhide(args.redis_url, args.prefix, hidden)
     for name, runs in results.items():
         for r in runs:
             print(f"{name}: {r['requests']} requests, {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, "

@@ -150,7 +150,8 @@ def test_run_then_redis_cli_status_and_stop(state, small_dir):
     got = subprocess.run([*inspect.split(), "GET", "recsys:current"], capture_output=True, text=True,
                          timeout=10)
     assert got.stdout.strip() == run_id
-    assert "it keeps running" in ran.stderr and "recsys-batch embedded stop" in ran.stderr  # the first start says so
+    # the first start says so
+    assert "it keeps running" in ran.stderr and "recsys-batch embedded stop" in ran.stderr
     shown = cli(env, "embedded", "status")
     assert f"running, pid {servers_in(directory)[0]}" in shown.stdout and "appendonly.aof" in shown.stdout
     stopped = cli(env, "embedded", "stop")

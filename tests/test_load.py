@@ -50,6 +50,23 @@ def test_lookup_under_load_has_zero_errors(bare, publish_small, redis_url, prefi
     assert result["p99_ms"] <= P99_FACTOR * bare["p99_ms"], (result["p99_ms"], bare["p99_ms"])
 
 
+def test_filters_keep_the_lookup_fast(bare, publish_small, redis_url, prefix):
+    """exclude= of 10 ids and 20 hidden titles on every request: >= 0.85x bare req/s, p99 <= 25 ms."""
+    from tests.loadtest import filters
+
+    publish_small()
+    suffix, hidden = filters(redis_url, prefix)
+    env = {"REDIS_URL": redis_url, "RECSYS_PREFIX": prefix}
+    with gunicorn("lookup_api:create_app()", env) as url:
+        result = wrk(url, seconds=20, connections=32, path="/recommendations/", max_known=300, suffix=suffix)
+    ratio = result["rps"] / bare["rps"]
+    print(f"\n/recommendations with {len(hidden)} hidden titles and exclude= of 10: {result['rps']:.0f} "
+          f"req/s ({ratio:.2f} of bare {bare['rps']:.0f}), p99 {result['p99_ms']} ms, non-2xx "
+          f"{result['non_2xx']}, socket errors {result['socket_errors']}")
+    assert result["non_2xx"] == 0 and result["socket_errors"] == 0
+    assert ratio >= 0.85 and result["p99_ms"] <= 25, (ratio, result["p99_ms"])
+
+
 def test_publish_under_load_never_mixes_runs(bare, publish_small, client, redis_url, prefix):
     """wrk at 64 connections for 60 s; a new run is published mid-test; a checker verifies bodies."""
     import http.client

@@ -8,7 +8,7 @@ import redis
 from batch.lifecycle import commit, rollback
 from batch.lifecycle import publish as publish_run
 from batch.store import LockedError, LostLockError, RunStore, StoreError
-from lookup_api.contract.items import decode_items, encode_items
+from lookup_api.contract.items import catalog_heads, decode_items, encode_catalog_items, encode_items
 from lookup_api.contract.keys import Keys
 
 
@@ -26,7 +26,8 @@ def lists_for(tag: str, users=(1, 2, 3)):
 def publish(store: RunStore, run_id: str, keep: int = 2, **meta):
     popular = encode_items([item(0, run_id, 0.0)])
     meta = {"created_ts": meta.get("ts", "1")}
-    return publish_run(store, run_id, lists_for(run_id), popular, meta, keep=keep)
+    catalog = [(store.keys.catalog(run_id), encode_catalog_items([item(0, run_id, 0.0)]))]
+    return publish_run(store, run_id, lists_for(run_id), popular, meta, keep=keep, extra=catalog)
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def test_publish_writes_everything_then_flips(store, client):
     assert report.users == 3 and store.current() == "20260101T000000Z-aaaa"
     assert store.user_list("20260101T000000Z-aaaa", 2)[0]["movie_id"] == 2
     assert store.meta("20260101T000000Z-aaaa")["status"] == "complete"
-    assert len(run_keys(client, store.keys, "20260101T000000Z-aaaa")) == 3 + 3  # lists, popular, users, meta
+    assert len(run_keys(client, store.keys, "20260101T000000Z-aaaa")) == 3 + 4  # + popular users meta catalog
     assert client.get(store.keys.users("20260101T000000Z-aaaa")) == b"[1,2,3]"
     assert client.zcard(store.keys.pending) == 0
 
@@ -157,7 +158,8 @@ def test_popular_and_user_lists_round_trip(store):
     publish(store, "20260101T000000Z-aaaa")
     assert store.popular_list("20260101T000000Z-aaaa")[0]["title"] == "20260101T000000Z-aaaa"
     assert store.user_list("20260101T000000Z-aaaa", 99) is None
-    assert decode_items(encode_items([item(1, "é")])) == [item(1, "é")]
+    catalog = catalog_heads(encode_catalog_items([item(1, "é")]))
+    assert decode_items(encode_items([item(1, "é")]), catalog) == [item(1, "é")]
 
 
 def test_keys_reject_bad_prefix():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from batch.cli import embedded, evaluate, ops, sharded
+from batch.cli import catalog, embedded, evaluate, ops, sharded
 from batch.cli.common import DATA, LOGS, REDIS, Group, uses
 
 
@@ -32,7 +32,8 @@ def cli():
 for command, sets in ((ops.run, (REDIS, DATA)), (ops.download_cmd, (DATA,)), (ops.status, (REDIS,)),
                       (ops.show, (REDIS,)), (ops.rollback, (REDIS,)), (ops.unlock, (REDIS,)),
                       (evaluate.evaluate, (DATA,)), (evaluate.tune, (DATA,)), (sharded.train, (REDIS, DATA)),
-                      (sharded.score, (REDIS,)), (sharded.publish, (REDIS,))):
+                      (sharded.score, (REDIS,)), (sharded.publish, (REDIS,)),
+                      *((command, (REDIS,)) for command in catalog.COMMANDS)):
     cli.add_command(uses(command, *sets, LOGS))
 cli.add_command(embedded.embedded)
 

@@ -11,8 +11,9 @@ from batch import telemetry
 from batch.cli.common import Context, redis_errors
 from batch.cli.options import ALLOW_EVICTION, DATASET_URL, FORCE, KEEP, PARAMS_FILE, param_options
 from batch.params import load_params
-from lookup_api.contract.items import PERSONALIZED, POPULAR
 from lookup_api.contract.keys import MAX_ID
+from lookup_api.contract.meta import F, RunMeta
+from lookup_api.contract.reader import parse_exclude
 
 DEFAULT_N = 10  # items shown without -n, as the API's default ?n= (lookup_api.views)
 
@@ -94,25 +95,6 @@ def _read_only_store(obj: Context):
         return None, str(exc)
 
 
-_TYPES = {**dict.fromkeys(("n_users", "n_items", "n_ratings", "top_n", "users", "empty_lists",
-                           "popular_items", "shards"), int),
-          **dict.fromkeys(("created_ts", "last_success_ts", "rolled_back_at"), float),
-          **dict.fromkeys(("params", "timings", "peak_rss_mib"), json.loads), "success": lambda v: v == "1"}
-
-
-def _typed_meta(meta: dict[str, str]) -> dict:
-    """Return a run's meta hash typed: counts as ints, times as floats, params and timings as objects.
-
-    What ``status --json`` prints; to be replaced by the contract's ``RunMeta.from_hash``.  Other
-    fields, and a value that does not parse, stay strings.
-    """
-    typed = {}
-    for key, value in meta.items():
-        try:
-            typed[key] = _TYPES.get(key, str)(value)
-        except ValueError:
-            typed[key] = value
-    return typed
 
 
 @click.command(short_help="Show the live run, its metadata and the run history.")
@@ -127,26 +109,26 @@ def status(obj: Context, as_json):
       recsys-batch status --json
     """
     store, why = _read_only_store(obj)
-    live, history, meta = None, [], {}
+    live, history, meta = None, [], None
     if store is not None:
         with redis_errors(obj.redis_url):
             live = store.current()
             history = store.runs()
-            meta = store.meta(live) if live else {}
+            meta = store.meta(live) if live else None
     age = telemetry.age_seconds(meta)
     if as_json:
-        click.echo(json.dumps({"current": live, "age_seconds": age, "meta": _typed_meta(meta),
+        click.echo(json.dumps({"current": live, "age_seconds": age, "meta": meta.as_dict() if meta else {},
                                "runs": [{"run_id": r, "created_ts": s} for r, s in history]}, indent=2))
         return
     if live is None:
         click.echo(f"no live run: {why or 'nothing has been published yet (run `recsys-batch run`)'}")
         return
     click.echo(f"live run: {live}" + (f" (age {telemetry.format_age(age)})" if age is not None else ""))
-    timings = _typed_meta(meta).get("timings")
-    for key in sorted(meta):
-        shown = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()) if key == "timings" and \
-            isinstance(timings, dict) else meta[key]
-        click.echo(f"  {key}: {shown}")
+    typed = meta.as_dict() if meta else {}
+    for key, value in sorted((meta.to_hash() if meta else {}).items()):
+        if key == F.timings and isinstance(typed.get(key), dict):
+            value = ", ".join(f"{k} {v:.2f}s" for k, v in typed[key].items())
+        click.echo(f"  {key}: {value}")
     click.echo("history (newest first):")
     for run_id, _ in history:
         click.echo(f"  {'*' if run_id == live else ' '} {run_id}")
@@ -166,27 +148,38 @@ def check_n(n: int | None, top_n: int) -> int:
 @click.option("-n", type=int, default=None, show_default=False,
               help=f"How many items: 1 to the published list length [default: {DEFAULT_N}, at most that "
                    "length], as the API's ?n=.")
+@click.option("--exclude", default=None, metavar="ID,...",
+              help="Movie ids to leave out, as the API's ?exclude= (at most 100).")
 @click.pass_obj
-def show(obj: Context, user_id, n):
+def show(obj: Context, user_id, n, exclude):
     """Print what the API serves for USER_ID (the popular list for unknown users).
+
+    The same reader and serving rule as the API: hidden titles and --exclude ids are dropped.
 
     \b
     Example:
-      recsys-batch show 42 -n 5
+      recsys-batch show 42 -n 5 --exclude 2858,260
     """
+    try:
+        drop = parse_exclude(exclude)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--exclude'") from None
     store, _ = _read_only_store(obj)
     with redis_errors(obj.redis_url):
         live = store.current() if store is not None else None
         if live is None:
             raise click.ClickException("no run has been published yet (run `recsys-batch run`)")
-        popular, mine = store.popular_list(live), store.user_list(live, user_id)
-        top_n = int(store.meta(live).get("top_n") or len(popular or []))
-    if popular is None:
-        raise click.ClickException(f"the live run {live} has no keys (deleted?); see `recsys-batch status`")
-    n = check_n(n, top_n)
-    source, items = (POPULAR, popular) if not mine else (PERSONALIZED, mine)  # missing or empty: as the API
-    click.echo(f"user {user_id}: {source} list from run {live}")
-    for rank, item in enumerate(items[:n], start=1):
+        gone = f"the live run {live} has no keys (deleted?); see `recsys-batch status`"
+        top_n = (store.meta(live) or RunMeta()).top_n or len(store.popular(live) or [])
+        if not top_n:
+            raise click.ClickException(gone)
+        n = check_n(n, top_n)
+        try:
+            served = store.served(user_id, n, drop, run_id=live)
+        except LookupError:
+            raise click.ClickException(gone) from None
+    click.echo(f"user {user_id}: {served.source} list from run {live}")
+    for rank, item in enumerate(served.items(), start=1):
         click.echo(f"{rank:3d}. {item['title']} [{'|'.join(item['genres'])}] (movie {item['movie_id']}, "
                    f"score {item['score']:.3f}, predicted rating {item['predicted_rating']:.1f})")
 

@@ -10,12 +10,19 @@ other's dependencies.  Every key the project reads or writes is built here.
                                                into the slot of ``current`` so one script checks it and flips
     <prefix>:pending                   zset    runs being written (orphans if their batch died)
     <prefix>:run:<run>:meta            hash    run metadata (flat strings; JSON for nested values)
+    <prefix>:run:<run>:catalog         string  JSON {"<movie_id>": [title, [genres]]}: stored once per run
     <prefix>:run:<run>:popular         string  JSON list of items
     <prefix>:run:<run>:users           string  JSON array of the user ids that have a list
     <prefix>:run:<run>:shards          hash    shard index -> lists written (sharded runs only)
     <prefix>:run:<run>:user:<user_id>  string  JSON list of items, best first
+    <prefix>:run:<run>:popular:<genre> string  JSON list of items: the popular rule within one genre
+    <prefix>:run:<run>:similar:<movie> string  JSON list of items: "more like this" for one movie
+    <prefix>:hidden                    hash    movie id -> JSON {"reason", "at"}: titles hidden by the
+                                               operator (``hide``/``unhide``), in no run; the API drops
+                                               them at read time, the next run does not publish them
 
-Lists hold items in the format of :mod:`lookup_api.contract.items`.  User and movie ids are
+Lists hold items in the format of :mod:`lookup_api.contract.items` (ids and scores; titles and
+genres in the run's catalog).  User and movie ids are
 1..``MAX_ID`` everywhere: the batch refuses others at load, ``show`` and the API answer 400.
 """
 
@@ -90,6 +97,23 @@ class Keys:
     def user(self, run_id: str, user_id: int) -> str:
         """Return the key of one user's list in one run."""
         return f"{self.run_base(run_id)}:user:{int(user_id)}"
+
+    def catalog(self, run_id: str) -> str:
+        """Return the run's catalog key (titles and genres, stored once for all its lists)."""
+        return f"{self.run_base(run_id)}:catalog"
+
+    def genre_popular(self, run_id: str, genre: str) -> str:
+        """Return the key of the run's popular list within ``genre`` (a name as in ``movies.dat``)."""
+        return f"{self.popular(run_id)}:{genre}"
+
+    def similar(self, run_id: str, movie_id: int) -> str:
+        """Return the key of one movie's "more like this" list in one run."""
+        return f"{self.run_base(run_id)}:similar:{int(movie_id)}"
+
+    @property
+    def hidden(self) -> str:
+        """Titles hidden by the operator (hash: movie id -> JSON reason and time); belongs to no run."""
+        return f"{self.prefix}:hidden"
 
     def run_pattern(self, run_id: str) -> str:
         """Return a SCAN MATCH pattern covering every key of one run."""
