@@ -14,7 +14,7 @@ from batch.store import RunStore
 from lookup_api.contract.keys import Keys
 
 COMMANDS = ["run", "download", "status", "show", "rollback", "unlock", "train", "score", "publish",
-            "evaluate", "tune", "embedded"]
+            "evaluate", "tune", "embedded", "hide", "unhide", "hidden"]
 
 
 def invoke(*args, env=None):

@@ -43,7 +43,7 @@ def run_keys(client: redis.Redis) -> int:
 @pytest.fixture
 def big_dir(tmp_path) -> Path:
     """3,000 users x 400 movies: lists of 50 take ~11 MB in Redis (the small dataset's take ~0.7 MB)."""
-    return write_dataset(tmp_path / "big", *random_dataset(n_users=3000, n_items=400, per_user=30))
+    return write_dataset(tmp_path / "big", *random_dataset(n_users=12000, n_items=400, per_user=30))
 
 
 def server_with(tmp_path, *options: str) -> RedisProcess:
