@@ -160,7 +160,7 @@ def run_job(
         loaded = load_stage(data_dir, release, url)
         data, timings = loaded.data, {"load": loaded.seconds}
         peaks = {"load": peak_rss_mib()}  # the process's high-water mark after each stage
-        models = pipeline.train(data, loaded.movies, params, svd_process)
+        models = pipeline.Models.fit(data, loaded.movies, params, svd_process=svd_process)
     peaks.update(train=peak_rss_mib(), svd_child=peak_rss_mib(resource.RUSAGE_CHILDREN))
     recs = pipeline.recommend(models, data, params)
     peaks["recommend"] = peak_rss_mib()

@@ -13,13 +13,14 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 
 from batch.interactions import Interactions
-from batch.models.als import ALSModel, train_als
-from batch.models.content import ContentModel, train_content
-from batch.models.popularity import item_stats, popularity_scores, top_popular
-from batch.models.svd import SVDModel, train_svd
+from batch.models import fit_source
+from batch.models.als import ALSModel
+from batch.models.content import ContentModel
+from batch.models.ease import EASEModel
+from batch.models.popularity import PopularityModel
+from batch.models.svd import SVDModel
 from batch.models.svd_process import SVDProcess
 from batch.models.topn import for_each_chunk, top_n
 from batch.movielens import Movies
@@ -29,16 +30,70 @@ log = logging.getLogger(__name__)
 ALS_FLOOR = 1e-3  # ALS scores at or below this count as "very unlikely" in the product blend
 
 
+def model_key(name: str, params: Params) -> tuple:
+    """The cache key of model ``name`` under ``params``: its name and every setting its fit receives."""
+    return (name, *sorted(params.kwargs(name).items()))
+
+
 @dataclass
 class Models:
-    """Everything ``train`` fits, aligned with one :class:`Interactions`."""
+    """Everything the pipeline fits, aligned with one :class:`Interactions`; built by :meth:`fit`."""
 
     als: ALSModel
     content: ContentModel
     svd: SVDModel
+    popularity: PopularityModel
     counts: np.ndarray  # (n_items,) rating counts in the fitted data
-    popularity: np.ndarray  # (n_items,) popular-list score
+    ease: EASEModel | None = None
     timings: dict = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, data: Interactions, movies: Movies, params: Params, *,
+            svd_process: SVDProcess | None = None, cache: dict | None = None) -> Models:
+        """Fit every model ``params``' pipeline uses on ``data``: ALS, TF-IDF content, SVD, popularity
+        and EASE when the pipeline uses it (:meth:`Params.needs_ease`).
+
+        With an active ``svd_process``, SVD is fitted in that child process while the rest is fitted
+        here (same models as in-process fits with the same seed).  ``cache`` (evaluation): a dict
+        that keeps each model per its settings, so configurations share fits.
+        """
+        cache = {} if cache is None else cache
+        timings: dict[str, float] = {}
+
+        def get(name: str, fit):
+            key = model_key(name, params)
+            if key not in cache:
+                cache[key] = fit()
+            return cache[key]
+
+        svd_key = model_key("svd", params)
+        background = svd_process is not None and svd_process.active and svd_key not in cache
+        if background:
+            svd_process.submit(data.matrix, data.user_ids, data.item_ids, **params.kwargs("svd"))
+        sklearn = _prefetch("sklearn.feature_extraction.text")
+        # With SVD on the other core, a second ALS thread would only make both fits wait for each other;
+        # ALS takes both cores once the SVD child is done.
+        started = time.perf_counter()
+        als = get("als", lambda: fit_source("als", data, params, threads=1 if background else 0,
+                                            widen=svd_process.done if background else None))
+        timings["train_als"] = time.perf_counter() - started
+        started = time.perf_counter()
+        sklearn.join()
+        content = get("content", lambda: fit_source("content", data, params, item_genres(data, movies)))
+        popular = get("popularity", lambda: fit_source("popularity", data, params))
+        ease = get("ease", lambda: fit_source("ease", data, params)) if params.needs_ease() else None
+        timings["train_content"] = time.perf_counter() - started  # content, popularity and EASE
+        if background:
+            started = time.perf_counter()
+            cache[svd_key] = svd_process.result()
+            timings["train_svd"] = svd_process.fit_seconds  # in the child, side by side with the above
+            timings["train_svd_wait"] = time.perf_counter() - started
+        started = time.perf_counter()
+        svd = get("svd", lambda: fit_source("svd", data, params))
+        if not background:
+            timings["train_svd"] = time.perf_counter() - started
+        counts = np.bincount(data.matrix.indices, minlength=data.n_items).astype(np.int64)
+        return cls(als, content, svd, popular, counts, ease, timings)
 
 
 @dataclass
@@ -57,11 +112,6 @@ def item_genres(data: Interactions, movies: Movies) -> list[list[str]]:
     return [lookup.get(int(m), ("", []))[1] for m in data.item_ids]
 
 
-def popular_scores(data: Interactions, params: Params) -> np.ndarray:
-    """Score every item (n_items,) for the popular (cold-start) list under ``params``' rule."""
-    return popularity_scores(data.matrix, times=data.times, **params.kwargs("popularity"))
-
-
 def _prefetch(module: str) -> threading.Thread:
     """Import ``module`` on a thread (while ALS's solver runs without the GIL)."""
     thread = threading.Thread(target=importlib.import_module, args=(module,), name=f"import-{module}",
@@ -70,58 +120,24 @@ def _prefetch(module: str) -> threading.Thread:
     return thread
 
 
-def train(data: Interactions, movies: Movies, params: Params,
-          svd_process: SVDProcess | None = None) -> Models:
-    """Fit ALS, TF-IDF content, SVD and popularity on ``data``.
-
-    With an active ``svd_process``, SVD is fitted in that child process while ALS and the rest
-    are fitted here (same models as in-process fits with the same seed).
-    """
-    timings = {}
-    started = time.perf_counter()
-    background = svd_process is not None and svd_process.active
-    if background:
-        svd_process.submit(data.matrix, data.user_ids, data.item_ids, **params.kwargs("svd"))
-    sklearn = _prefetch("sklearn.feature_extraction.text")
-    # With SVD on the other core, a second ALS thread would only make both fits wait for each other;
-    # ALS takes both cores once the SVD child is done.
-    als = train_als(data.matrix, **params.kwargs("als"), threads=1 if background else 0,
-                    widen=svd_process.done if background else None)
-    timings["train_als"] = time.perf_counter() - started
-    started = time.perf_counter()
-    sklearn.join()
-    counts, _ = item_stats(data.matrix)
-    content = train_content(item_genres(data, movies), counts)
-    popular = popular_scores(data, params)
-    timings["train_content"] = time.perf_counter() - started
-    started = time.perf_counter()
-    if background:
-        svd = svd_process.result()
-        timings["train_svd"] = svd_process.fit_seconds  # in the child, side by side with the above
-        timings["train_svd_wait"] = time.perf_counter() - started
-    else:
-        svd, _ = train_svd(data.matrix, data.user_ids, data.item_ids, **params.kwargs("svd"))
-        timings["train_svd"] = time.perf_counter() - started
-    return Models(als, content, svd, counts, popular, timings)
-
-
 def candidates(models: Models, data: Interactions, users: np.ndarray, params: Params, *,
                exclude_seen: bool = True) -> np.ndarray:
-    """Return (len(users), candidates + content_candidates) unseen candidate ids, -1 padded.
+    """Return (len(users), candidates + content_candidates + ease_candidates) unseen ids, -1 padded.
 
-    The union of the ALS top ``candidates`` and the ``content_candidates`` items most
-    similar (TF-IDF genres) to the user's movies rated >= ``like_threshold``.
+    The union of the ALS top ``candidates``, the ``content_candidates`` items most similar
+    (TF-IDF genres) to the user's liked movies and EASE's top ``ease_candidates``.
     ``exclude_seen=False`` keeps rated movies (only to reproduce the original protocol).
     """
     users = np.asarray(users)
-    seen = data.matrix if exclude_seen else sp.csr_matrix(data.matrix.shape, dtype=np.float32)
-    als_ids, _ = models.als.recommend(users, seen, params.candidates)
-    if params.content_candidates == 0:
-        return als_ids
-    content_ids, _ = models.content.recommend(
-        data.liked(params.like_threshold), seen, users, params.content_candidates
-    )
-    both = np.sort(np.concatenate([als_ids, content_ids], axis=1), axis=1)
+    seen = data.matrix if exclude_seen else None
+    parts = [models.als.recommend(users, seen, params.candidates)[0]]
+    if params.content_candidates:
+        parts.append(models.content.recommend(users, seen, params.content_candidates)[0])
+    if params.ease_candidates and models.ease is not None:
+        parts.append(models.ease.recommend(users, seen, params.ease_candidates)[0])
+    if len(parts) == 1:
+        return parts[0]
+    both = np.sort(np.concatenate(parts, axis=1), axis=1)
     duplicate = np.zeros_like(both, dtype=bool)
     duplicate[:, 1:] = both[:, 1:] == both[:, :-1]
     both[duplicate] = -1
@@ -135,6 +151,7 @@ def score_candidates(models: Models, users: np.ndarray, cands: np.ndarray, param
     + blend_als * ALS score + blend_pop * log1p(rating count).  ``product`` form, a log-score
     of P(rates it) x P(rating >= 4 | rated): blend_als * log(ALS score, floored at 1e-3)
     + blend_svd * log sigmoid((rating - blend_center) / blend_scale) + blend_pop * log1p(count).
+    Both forms add blend_ease * EASE score (0 for movies outside EASE's item set).
     """
     scores = models.svd.score(users, cands)
     if params.ranker == "blend":
@@ -146,6 +163,9 @@ def score_candidates(models: Models, users: np.ndarray, cands: np.ndarray, param
             als = models.als.score(users, cands)
             als = np.log(np.maximum(als, ALS_FLOOR)) if product else als
             scores = scores + params.blend_als * als
+        if params.blend_ease and models.ease is not None:
+            ease = models.ease.score(users, cands)
+            scores = scores + params.blend_ease * np.where(np.isfinite(ease), ease, 0.0)
         if params.blend_pop:
             scores = scores + params.blend_pop * np.log1p(models.counts[np.maximum(cands, 0)])
     return np.where(cands >= 0, scores, -np.inf)
@@ -192,5 +212,5 @@ def recommend(models: Models, data: Interactions, params: Params,
 
 def popular(models: Models, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return the popular list, best first: item indices, popularity scores, SVD's mu + b_i (clipped)."""
-    items, scores = top_popular(models.popularity, n)
+    items, scores = models.popularity.top(n)
     return items, scores, models.svd.baseline(items)

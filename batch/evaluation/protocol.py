@@ -13,10 +13,8 @@ import numpy as np
 from batch import pipeline
 from batch.evaluation.metrics import ranking_curves, rating_errors
 from batch.evaluation.split import Fold, Split, make_fold
-from batch.models.als import train_als
-from batch.models.content import train_content
-from batch.models.popularity import item_stats
-from batch.models.svd import SVDModel, train_svd
+from batch.models import fit_source
+from batch.models.svd import SVDModel
 from batch.movielens import Movies, Ratings
 from batch.params import Params, group_names
 
@@ -43,14 +41,12 @@ def fold_for(ratings: Ratings, split: Split, phase: str, threshold: float = 4.0)
 
 @dataclass
 class ModelCache:
-    """Fit each distinct ALS / SVD configuration once on ``fold``; content and counts are shared."""
+    """Fit each distinct model configuration once on ``fold`` (:meth:`pipeline.Models.fit`'s cache)."""
 
     fold: Fold
     movies: Movies
     timings: dict[str, float] = field(default_factory=dict)
-    _als: dict = field(default_factory=dict)
-    _svd: dict = field(default_factory=dict)
-    _shared: tuple | None = None
+    fitted: dict = field(default_factory=dict)
 
     def timed(self, name: str, fit):
         """Call ``fit()`` and add its wall time to ``timings[name]``."""
@@ -59,29 +55,23 @@ class ModelCache:
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
         return result
 
+    def source(self, name: str, params: Params):
+        """Return model ``name`` fitted with ``params``' settings (once per configuration)."""
+        key = pipeline.model_key(name, params)
+        if key not in self.fitted:
+            genres = pipeline.item_genres(self.fold.data, self.movies) if name == "content" else None
+            self.fitted[key] = self.timed(f"fit_{name}", lambda: fit_source(name, self.fold.data, params,
+                                                                            genres))
+        return self.fitted[key]
+
     def svd(self, params: Params) -> SVDModel:
         """Return SVD fitted with ``params``' SVD settings."""
-        key = tuple(getattr(params, k) for k in SVD_KEYS)
-        if key not in self._svd:
-            d = self.fold.data
-            self._svd[key] = self.timed("fit_svd", lambda: train_svd(
-                d.matrix, d.user_ids, d.item_ids, **params.kwargs("svd"))[0])
-        return self._svd[key]
+        return self.source("svd", params)
 
     def models(self, params: Params) -> pipeline.Models:
-        """Return the pipeline's models for ``params`` (ALS and SVD fitted at most once per config)."""
-        key = tuple(getattr(params, k) for k in ALS_KEYS)
-        if key not in self._als:
-            self._als[key] = self.timed("fit_als", lambda: train_als(
-                self.fold.data.matrix, **params.kwargs("als")))
-        if self._shared is None:
-            counts, _ = item_stats(self.fold.data.matrix)
-            content = self.timed("fit_content", lambda: train_content(
-                pipeline.item_genres(self.fold.data, self.movies), counts))
-            self._shared = (content, counts)
-        content, counts = self._shared
-        popular = pipeline.popular_scores(self.fold.data, params)
-        return pipeline.Models(self._als[key], content, self.svd(params), counts, popular)
+        """Return the pipeline's models for ``params`` (each model fitted at most once per config)."""
+        return self.timed("fit_pipeline", lambda: pipeline.Models.fit(self.fold.data, self.movies, params,
+                                                                      cache=self.fitted))
 
 
 def pad(recs: np.ndarray, k: int) -> np.ndarray:
