@@ -15,7 +15,7 @@ from pathlib import Path
 
 TUNED_PATH = Path(__file__).with_name("tuned_params.json")
 RANKERS = ("svd", "blend")
-BLEND_FORMS = ("linear", "product")
+BLEND_FORMS = ("linear", "product", "z")
 WEIGHTINGS = ("raw", "binary", "liked", "likes", "graded", "bm25")
 KNN_KINDS = ("cosine", "bm25")
 POPULARITY_RULES = ("mean", "damped", "count", "liked")
@@ -84,8 +84,10 @@ class Params:
     blend_svd: float = setting(1.0, "Blend weight of the SVD term.", group="ranking")
     blend_als: float = setting(0.0, "Blend weight of the ALS score term.", group="ranking")
     blend_ease: float = setting(0.0, "Blend weight of the EASE score term (0: not used).", group="ranking")
-    blend_pop: float = setting(0.0, "Blend weight of log(1 + rating count).", group="ranking")
-    blend_form: str = setting("linear", "linear: weighted sum of the raw terms; product: sum of logs.",
+    blend_pop: float = setting(0.0, "Blend weight of log(1 + rating count) (z form: log(1 + the popular "
+                               "list's score)).", group="ranking")
+    blend_form: str = setting("linear", "linear: weighted sum of the raw terms; product: sum of logs; "
+                              "z: weighted sum of each term standardised over the user's candidates.",
                               group="ranking", choices=BLEND_FORMS)
     blend_center: float = setting(3.5, "Product blend: rating mapped to probability 0.5.", group="ranking")
     blend_scale: float = setting(1.0, "Product blend: rating scale of the sigmoid.", group="ranking",

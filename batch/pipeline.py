@@ -151,9 +151,14 @@ def score_candidates(models: Models, users: np.ndarray, cands: np.ndarray, param
     + blend_als * ALS score + blend_pop * log1p(rating count).  ``product`` form, a log-score
     of P(rates it) x P(rating >= 4 | rated): blend_als * log(ALS score, floored at 1e-3)
     + blend_svd * log sigmoid((rating - blend_center) / blend_scale) + blend_pop * log1p(count).
-    Both forms add blend_ease * EASE score (0 for movies outside EASE's item set).
+    Both forms add blend_ease * EASE score (0 for movies outside EASE's item set).  ``z`` form: the
+    weighted sum of the SVD rating, ALS score, EASE score and log(1 + the published popular list's
+    score), each standardised over the user's candidates (mean 0, variance 1), so that the weights
+    do not depend on each term's scale.
     """
     scores = models.svd.score(users, cands)
+    if params.ranker == "blend" and params.blend_form == "z":
+        return _z_blend(models, users, cands, params, scores)
     if params.ranker == "blend":
         product = params.blend_form == "product"
         if product:
@@ -169,6 +174,35 @@ def score_candidates(models: Models, users: np.ndarray, cands: np.ndarray, param
         if params.blend_pop:
             scores = scores + params.blend_pop * np.log1p(models.counts[np.maximum(cands, 0)])
     return np.where(cands >= 0, scores, -np.inf)
+
+
+def _standardised(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Standardise each row of ``values`` over its ``valid`` entries (others: 0)."""
+    values = np.where(valid, values, 0.0).astype(np.float64)
+    n = np.maximum(valid.sum(axis=1, keepdims=True), 1)
+    mean = values.sum(axis=1, keepdims=True) / n
+    var = (np.where(valid, values - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / n
+    return np.where(valid, (values - mean) / np.sqrt(var + 1e-12), 0.0)
+
+
+def _z_blend(models: Models, users: np.ndarray, cands: np.ndarray, params: Params,
+             svd: np.ndarray) -> np.ndarray:
+    valid = cands >= 0
+    total = np.zeros(cands.shape, dtype=np.float64)
+    if params.blend_svd:
+        total += params.blend_svd * _standardised(svd, valid)
+    if params.blend_als:
+        total += params.blend_als * _standardised(models.als.score(users, cands), valid)
+    if params.blend_ease and models.ease is not None:
+        ease = models.ease.score(users, cands)
+        inside = np.isfinite(ease)  # outside EASE's item set: the user's lowest EASE score
+        low = np.min(np.where(inside & valid, ease, np.inf), axis=1, keepdims=True)
+        ease = np.where(inside, ease, np.where(np.isfinite(low), low, 0.0))
+        total += params.blend_ease * _standardised(ease, valid)
+    if params.blend_pop:
+        pop = np.log1p(np.maximum(models.popularity.scores, 0.0))[np.maximum(cands, 0)]
+        total += params.blend_pop * _standardised(pop, valid)
+    return np.where(valid, total, -np.inf)
 
 
 def rank(models: Models, users: np.ndarray, cands: np.ndarray, params: Params,

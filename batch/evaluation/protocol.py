@@ -1,5 +1,5 @@
-"""What both protocols share: the fitted and held-out parts of a phase, fitted models cached per
-configuration (rows share ALS and SVD fits), and scores in the reports' form (curves, rating errors).
+"""What both protocols share: the split and phase of a protocol, fitted models cached per
+configuration (rows and trials share fits), the lists of one recipe, and SVD's rating errors.
 """
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from batch import pipeline
-from batch.evaluation.metrics import ranking_curves, rating_errors
-from batch.evaluation.split import Fold, Split, make_fold
+from batch.evaluation.metrics import rating_errors
+from batch.evaluation.split import Fold, Split, make_fold, split_ratings
+from batch.evaluation.temporal import ColdUsers, cold_users, split_by_time
 from batch.models import fit_source
 from batch.models.svd import SVDModel
 from batch.movielens import Movies, Ratings
-from batch.params import Params, group_names
+from batch.params import Params
 
 log = logging.getLogger(__name__)
 
-ALS_KEYS = group_names("als")  # every setting train_als receives: a model fitted without one is never reused
-SVD_KEYS = group_names("svd")
+PROTOCOLS = ("random", "temporal")
 
 
 def phase_parts(split: Split, phase: str) -> tuple[np.ndarray, np.ndarray]:
@@ -34,9 +34,38 @@ def phase_parts(split: Split, phase: str) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"unknown phase {phase!r}; choose validation or test")
 
 
+def split_for(ratings: Ratings, protocol: str, seed: int = 42) -> Split:
+    """``random``: the original 60/20/20 split by user; ``temporal``: one global cut by time."""
+    if protocol == "random":
+        return split_ratings(ratings, seed=seed)
+    if protocol == "temporal":
+        return split_by_time(ratings)
+    raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+
+
 def fold_for(ratings: Ratings, split: Split, phase: str, threshold: float = 4.0) -> Fold:
     """``validation``: fit on train, score validation; ``test``: fit on train + validation, score test."""
     return make_fold(ratings, *phase_parts(split, phase), threshold)
+
+
+@dataclass
+class Phase:
+    """One protocol's phase: the fold (warm users), its cold users (temporal) and a model cache."""
+
+    protocol: str
+    name: str
+    split: Split
+    fold: Fold
+    cold: ColdUsers | None
+    cache: ModelCache
+
+    @classmethod
+    def of(cls, ratings: Ratings, movies: Movies, protocol: str, phase: str, seed: int = 42) -> Phase:
+        split = split_for(ratings, protocol, seed)
+        fold = fold_for(ratings, split, phase)
+        cold = (cold_users(fold.data, ratings.take(phase_parts(split, phase)[1]))
+                if protocol == "temporal" else None)
+        return cls(protocol, phase, split, fold, cold, ModelCache(fold, movies))
 
 
 @dataclass
@@ -64,32 +93,25 @@ class ModelCache:
                                                                             genres))
         return self.fitted[key]
 
-    def svd(self, params: Params) -> SVDModel:
-        """Return SVD fitted with ``params``' SVD settings."""
-        return self.source("svd", params)
+    def forget(self, name: str, params: Params) -> None:
+        """Drop model ``name`` fitted with ``params`` (a trial's model that nothing else will use)."""
+        self.fitted.pop(pipeline.model_key(name, params), None)
 
     def models(self, params: Params) -> pipeline.Models:
         """Return the pipeline's models for ``params`` (each model fitted at most once per config)."""
         return self.timed("fit_pipeline", lambda: pipeline.Models.fit(self.fold.data, self.movies, params,
                                                                       cache=self.fitted))
 
-
-def pad(recs: np.ndarray, k: int) -> np.ndarray:
-    """Cut or pad (with -1) ``recs`` to exactly ``k`` columns."""
-    if recs.shape[1] >= k:
-        return recs[:, :k]
-    return np.pad(recs, ((0, 0), (0, k - recs.shape[1])), constant_values=-1)
-
-
-def rounded_curves(recs: np.ndarray, relevant, n_relevant: np.ndarray, n_items: int) -> dict[str, list]:
-    """Return :func:`ranking_curves` as JSON-ready lists rounded to 6 decimals (the reports' form)."""
-    curves = ranking_curves(recs, relevant, n_relevant, n_items)
-    return {name: [round(float(v), 6) for v in values] for name, values in curves.items()}
-
-
-def score_lists(fold: Fold, users: np.ndarray, recs: np.ndarray, k: int) -> dict[str, list[float]]:
-    """Return the metric curves (k = 1..``k``) of ``recs`` for ``users`` (fold row indices)."""
-    return rounded_curves(pad(recs, k), fold.relevant()[users], fold.n_relevant[users], fold.data.n_items)
+    def lists(self, model: str, params: Params, users: np.ndarray, k: int,
+              exclude_seen: bool = True) -> np.ndarray:
+        """Top-``k`` ids of ``users`` from one model (a name in :data:`batch.models.SOURCES`) or from the
+        whole ``pipeline``; ``exclude_seen=False`` keeps fitted movies (the original protocol only)."""
+        data = self.fold.data
+        if model == "pipeline":
+            models = self.models(params)
+            cands = pipeline.candidates(models, data, users, params, exclude_seen=exclude_seen)
+            return pipeline.rank(models, users, cands, params.with_(top_n=k)).items
+        return self.source(model, params).recommend(users, data.matrix if exclude_seen else None, k)[0]
 
 
 def svd_errors(fold: Fold, svd: SVDModel) -> dict[str, float]:

@@ -1,9 +1,11 @@
-"""``tune``: a coarse-to-fine search on the validation part (fit on train); test is never read.
+"""``tune``: every choice on a protocol's validation phase (fit on train, score validation; test is
+never read), and the tuned file (``batch/tuned_params.json``) assembled in one place (:func:`assemble`).
 
-Stages: SVD by validation RMSE; ALS alone by P@10 (coarse over weighting x regularisation x
-alpha, then factors and a finer grid around the best); the ranking blend and the candidate
-counts on the full pipeline for the best ALS configurations; EASE's L2 for the baseline row.
-Every choice maximises validation P@10 (ties: NDCG@10).
+Per protocol, every tuned baseline of :mod:`batch.evaluation.rows` is searched over its grid
+(:data:`batch.evaluation.rows.GRIDS`).  On the temporal protocol the popular (cold-start) list is
+chosen for cold users (:func:`batch.evaluation.fallback.choose_fallback`) and the default pipeline
+is searched in stages (:attr:`SearchSpace.stages`), each keeping the best of its grid, starting from
+the tuned ALS and EASE baselines' settings.  Every choice maximises validation P@10 (ties: NDCG@10).
 """
 
 from __future__ import annotations
@@ -11,171 +13,164 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import product
 from pathlib import Path
 
-import numpy as np
-
-from batch import pipeline
-from batch.evaluation import baselines
-from batch.evaluation.metrics import by_p10, ranking_curves
-from batch.evaluation.protocol import ModelCache, fold_for, svd_errors
-from batch.evaluation.split import split_ratings
-from batch.models.ease import train_ease
+from batch.evaluation.fallback import choose_fallback
+from batch.evaluation.protocol import PROTOCOLS, Phase
+from batch.evaluation.rows import GRIDS, SMALL_GRIDS, TUNED_ROWS, original
+from batch.evaluation.scoring import paired_difference, score
 from batch.movielens import Movies, Ratings
 from batch.params import Params
 
 log = logging.getLogger(__name__)
 
+OBJECTIVE = "validation precision@10 (ties: NDCG@10); test never read"
+
+
+def _stages() -> tuple[tuple[str, tuple[dict, ...]], ...]:
+    """The default's search, stage by stage (each keeps its best configuration for the next)."""
+    from itertools import product
+
+    blend = tuple({"ranker": "blend", "blend_form": "z", "blend_ease": 1.0, "blend_als": a, "blend_svd": s,
+                   "blend_pop": p}
+                  for a, s, p in product((0.0, 0.25, 0.5, 1.0), (0.0, 0.05, 0.1, 0.2), (0.0, 0.1, 0.2, 0.4)))
+    pool = tuple({"candidates": a, "content_candidates": 30, "ease_candidates": e}
+                 for a, e in product((100, 200, 400), (0, 100)))
+    return (("blend", blend), ("pool", pool))
+
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """What ``tune`` tries (defaults sized for ML-1M on 2 cores: about 5 minutes)."""
+    """What ``tune`` tries: each baseline's grid and the default's stages."""
 
-    svd: tuple = tuple((f, e, lr, r) for (f, e) in ((50, 20), (50, 30), (100, 20), (100, 30))
-                       for lr in (0.005, 0.01) for r in (0.02, 0.05, 0.08))
-    weightings: tuple = ("raw", "liked", "binary", "bm25")
-    # per weighting, multiplies `alphas` (binary and bm25 confidences are on another scale)
-    alpha_scale: dict = field(default_factory=lambda: {"binary": 4.0, "bm25": 2.0})
-    alphas: tuple = (0.5, 1.0, 2.0)
-    regularizations: tuple = (5.0, 20.0, 50.0, 100.0)
-    coarse_factors: int = 64
-    factors: tuple = (32, 64, 128)
-    fine_steps: tuple = (0.7, 1.0, 1.4)
-    top_als: int = 3
-    blends: tuple = (
-        *({"blend_form": "product", "blend_als": 1.0, "blend_svd": s, "blend_scale": c, "blend_pop": p}
-          for s in (0.5, 1.0, 1.5, 2.0) for c in (0.5, 1.0, 2.0) for p in (-0.1, 0.0, 0.1)),
-        *({"blend_form": "linear", "blend_als": 1.0, "blend_svd": s, "blend_pop": p}
-          for s in (0.05, 0.1, 0.2) for p in (0.0, 0.02)),
-    )
-    candidates: tuple = ((50, 30), (100, 0), (100, 30), (200, 30))
-    ease_l2: tuple = (100.0, 300.0, 1000.0, 2000.0, 4000.0)
+    grids: dict = field(default_factory=lambda: dict(GRIDS))
+    stages: tuple = field(default_factory=_stages)
 
-    def scale(self, weighting: str) -> float:
-        """Return the alpha multiplier of ``weighting``."""
-        return self.alpha_scale.get(weighting, 1.0)
+    def small(self) -> SearchSpace:
+        """A tiny space (smoke tests)."""
+        return SearchSpace(dict(SMALL_GRIDS), tuple((name, grid[:2]) for name, grid in self.stages))
 
 
-SMALL = SearchSpace(svd=((10, 10, 0.01, 0.05), (20, 10, 0.01, 0.02)), weightings=("raw", "binary"),
-                    alphas=(1.0,), regularizations=(0.1, 1.0), coarse_factors=8, factors=(8,),
-                    fine_steps=(1.0,), top_als=1, blends=SearchSpace.blends[:3] + SearchSpace.blends[-1:],
-                    candidates=((20, 5),), ease_l2=(10.0, 100.0))
+SMALL = SearchSpace().small()
+
+
+def tune_baselines(ph: Phase, base: Params, grids: dict) -> tuple[dict, list[dict]]:
+    """Search every tuned baseline's grid on ``ph`` (a validation phase); return (section, trials)."""
+    warm = ph.fold.users()
+    truth = ph.fold.truth(warm)
+    section, trials = {}, []
+    for row in TUNED_ROWS:
+        best = None
+        started = time.perf_counter()
+        for settings in grids[row.key]:
+            params = original(base).with_(**settings)
+            result = score(ph.cache.lists(row.model, params, warm, 10), truth)
+            ph.cache.forget(row.model, params)  # e.g. dozens of EASE inverses would not fit in memory
+            trials.append({"stage": f"baseline {row.key}", **settings, **result.at_10()})
+            if best is None or result.key() > best[0].key():
+                best = (result, settings)
+        section[row.key] = {"model": row.model, "settings": best[1], "validation": best[0].at_10(),
+                            "trials": len(grids[row.key]), "seconds": round(time.perf_counter() - started, 1)}
+        log.info("%s %s: %s, validation %s", ph.protocol, row.key, best[1], best[0].at_10())
+    return section, trials
+
+
+def tune_default(ph: Phase, base: Params, stages: tuple) -> tuple[Params, dict, list[dict]]:
+    """Search the default pipeline stage by stage on ``ph``; return (params, validation, trials)."""
+    warm = ph.fold.users()
+    truth = ph.fold.truth(warm)
+    trials = []
+    best, best_scores = base, score(ph.cache.lists("pipeline", base, warm, 10), truth)
+    trials.append({"stage": "default start", **best_scores.at_10()})
+    for stage, grid in stages:
+        for changes in grid:
+            params = best.with_(**changes)
+            result = score(ph.cache.lists("pipeline", params, warm, 10), truth)
+            trials.append({"stage": f"default {stage}", **changes, **result.at_10()})
+            if result.key() > best_scores.key():
+                best, best_scores = params, result
+        log.info("default after %s: %s", stage, best_scores.at_10())
+    return best, best_scores, trials
 
 
 def tune(ratings: Ratings, movies: Movies, base: Params | None = None, space: SearchSpace = SearchSpace(),
-         seed: int = 42) -> dict:
-    """Search ``space`` on validation and return the tuned-file document (``params`` + provenance)."""
-    started = time.perf_counter()
+         protocols: tuple[str, ...] = PROTOCOLS, seed: int = 42) -> dict:
+    """Run every search on the validation phase of each of ``protocols``; return the file's sections."""
     base = (base or Params()).with_(seed=seed)
-    fold = fold_for(ratings, split_ratings(ratings, seed=seed), "validation")
-    users, data = fold.users(), fold.data
-    relevant, n_relevant = fold.relevant()[users], fold.n_relevant[users]
-    cache = ModelCache(fold, movies)
-    trials: list[dict] = []
+    sections: dict = {"baselines": {}, "trials": {}, "validation": {}}
+    for protocol in protocols:
+        started = time.perf_counter()
+        ph = Phase.of(ratings, movies, protocol, "validation", seed)
+        baselines, trials = tune_baselines(ph, base, space.grids)
+        sections["baselines"][protocol] = baselines
+        if protocol == "temporal":
+            fallback, fallback_trials, guard = choose_fallback(ph.fold.data, ph.cold, base)
+            trials += [{"stage": "fallback", **t} for t in fallback_trials]
+            sections["fallback"] = {"chosen": fallback, "recency_guard": guard}
+            als, ease = (baselines[k]["settings"] for k in ("als", "ease"))
+            start = base.with_(**fallback, **als, **ease)
+            params, result, default_trials = tune_default(ph, start, space.stages)
+            trials += default_trials
+            sections["params"] = params
+            best = max(baselines, key=lambda k: (baselines[k]["validation"]["precision@10"],
+                                                 baselines[k]["validation"]["ndcg@10"]))
+            bl = original(base).with_(**baselines[best]["settings"])
+            paired = paired_difference(result, score(ph.cache.lists(baselines[best]["model"], bl,
+                                                                    ph.fold.users(), 10), ph.fold.truth()))
+            sections["validation"][protocol] = {"default": result.at_10(), "best_baseline": best,
+                                                "default_minus_best_baseline": paired,
+                                                "users": {"warm": len(ph.fold.users()), "cold": len(ph.cold)}}
+        else:
+            sections["validation"][protocol] = {"users": len(ph.fold.users())}
+        sections["trials"][protocol] = trials
+        sections["validation"][protocol]["seconds"] = round(time.perf_counter() - started, 1)
+    if "params" not in sections:
+        sections["params"] = base
+    return sections
 
-    def score(stage: str, recs: np.ndarray, **changes) -> tuple[float, float]:
-        curves = ranking_curves(recs[:, :10], relevant, n_relevant, data.n_items)
-        metrics = {"precision@10": round(float(curves["precision"][-1]), 5),
-                   "ndcg@10": round(float(curves["ndcg"][-1]), 5)}
-        trials.append({"stage": stage, **changes, **metrics})
-        log.info("%s %s: P@10 %.4f NDCG@10 %.4f", stage, changes, *by_p10(metrics))
-        return by_p10(metrics)
 
-    # 1. SVD: the rating model, by validation RMSE.
-    best_rmse = None
-    for f, e, lr, r in space.svd:
-        p = base.with_(svd_factors=f, svd_epochs=e, svd_lr=lr, svd_reg=r)
-        errors = svd_errors(fold, cache.svd(p))
-        trials.append({"stage": "svd", "svd_factors": f, "svd_epochs": e, "svd_lr": lr, "svd_reg": r,
-                       **{k: round(v, 5) for k, v in errors.items()}})
-        if best_rmse is None or errors["rmse"] < best_rmse[0]:
-            best_rmse = (errors["rmse"], p)
-    base = best_rmse[1]
-    log.info("SVD: best validation RMSE %.4f", best_rmse[0])
+def assemble(previous: dict, sections: dict, provenance: dict, space: SearchSpace, seed: int) -> dict:
+    """The tuned file: this run's sections over ``previous`` (a protocol not re-tuned keeps its own)."""
+    def merged(name: str) -> dict:
+        return {**previous.get(name, {}), **sections.get(name, {})}
 
-    # 2. ALS alone: coarse, then factors, then a finer regularisation x alpha grid.
-    def als_trial(stage: str, p: Params) -> tuple:
-        recs = baselines.als_only(cache.models(p), data, users, 10)
-        return score(stage, recs, als_weighting=p.als_weighting, als_factors=p.als_factors,
-                     als_regularization=p.als_regularization, als_alpha=p.als_alpha), p
-
-    found = [als_trial("als-coarse", base.with_(als_weighting=w, als_factors=space.coarse_factors,
-                                                als_regularization=r, als_alpha=a * space.scale(w)))
-             for w in space.weightings for r in space.regularizations for a in space.alphas]
-    best = max(found, key=lambda t: t[0])[1]
-    found += [als_trial("als-factors", best.with_(als_factors=f)) for f in space.factors
-              if f != best.als_factors]
-    best = max(found, key=lambda t: t[0])[1]
-    found += [als_trial("als-fine", best.with_(als_regularization=best.als_regularization * sr,
-                                               als_alpha=best.als_alpha * sa))
-              for sr, sa in product(space.fine_steps, space.fine_steps) if (sr, sa) != (1.0, 1.0)]
-    found.sort(key=lambda t: t[0], reverse=True)
-    als_best = found[0]
-
-    # 3. The ranking blend on the full pipeline, for the best ALS configurations.
-    ranked = []
-    for _, p in found[: space.top_als]:
-        models = cache.models(p)
-        cands = pipeline.candidates(models, data, users, p)
-        for blend in space.blends:
-            q = p.with_(ranker="blend", **blend)
-            recs = pipeline.rank(models, users, cands, q.with_(top_n=10)).items
-            ranked.append((score("blend", recs, als_factors=q.als_factors, als_weighting=q.als_weighting,
-                                 als_regularization=q.als_regularization, als_alpha=q.als_alpha, **blend), q))
-    best = max(ranked, key=lambda t: t[0])[1]
-    for n_als, n_content in space.candidates:
-        q = best.with_(candidates=n_als, content_candidates=n_content)
-        recs = baselines.two_stage(cache.models(q), data, users, 10, q)
-        ranked.append((score("candidates", recs, candidates=n_als, content_candidates=n_content), q))
-    chosen_key, chosen = max(ranked, key=lambda t: t[0])
-
-    # 4. EASE's L2 for the external baseline row (not part of the pipeline).
-    eases = []
-    for l2 in space.ease_l2:
-        recs = train_ease(data.matrix, l2).recommend(users, data.matrix, 10)[0]
-        eases.append((score("ease", recs, ease_l2=l2), l2))
-    ease_key, ease_l2 = max(eases)
-
-    original = Params(seed=seed)
-    original_key = score("original", baselines.two_stage(cache.models(original), data, users, 10, original))
-    seconds = time.perf_counter() - started
-    log.info("tune: chosen P@10 %.4f NDCG@10 %.4f in %.0fs (%s trials)", *chosen_key, seconds, len(trials))
-    summary = {name: {"precision@10": k[0], "ndcg@10": k[1]} for name, k in (
-        ("default", chosen_key), ("als_only", als_best[0]), ("ease", ease_key), ("original", original_key))}
-    summary["svd_rmse"] = round(best_rmse[0], 5)
+    params: Params = sections["params"]
     return {
-        "version": 1,
+        "version": 2,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "objective": "validation precision@10 (ties: NDCG@10); SVD by validation RMSE",
-        "protocol": {"split": "60/20/20 stratified by user", "seed": seed, "fit_on": "train",
-                     "scored_on": "validation", "users": len(users), "relevance": "rating >= 4"},
-        "params": chosen.to_dict(),
-        "baselines": {"ease_l2": ease_l2},
-        "validation": summary,
-        "search_space": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(space).items()},
-        "seconds": round(seconds, 1),
-        "trials": trials,
+        **provenance,
+        "objective": OBJECTIVE,
+        "protocol": {"random": "60/20/20 stratified by user, seed "
+                               f"{seed}: fit on train, scored on validation",
+                     "temporal": "global time split 80/10/10: fit on train (earliest 80%), scored on "
+                                 "validation (next 10%), warm users for the baselines and the default, "
+                                 "cold users for the fallback",
+                     "scored_on": "validation", "relevance": "rating >= 4"},
+        "params": params.to_dict(),
+        "fallback": sections.get("fallback", previous.get("fallback", {})),
+        "baselines": merged("baselines"),
+        "validation": merged("validation"),
+        "search_space": {"grids": {k: list(v) for k, v in space.grids.items()},
+                         "stages": {name: list(grid) for name, grid in space.stages}},
+        "trials": merged("trials"),
     }
 
 
 def dumps(doc: dict) -> str:
     """Serialise a tuned-file document: indented, but one line per trial and per search-space entry."""
-    parts = []
-    for key, value in doc.items():
-        if isinstance(value, list) and value:
-            body = ",\n".join(f"  {json.dumps(v)}" for v in value)
-            parts.append(f' {json.dumps(key)}: [\n{body}\n ]')
-        elif isinstance(value, dict) and "trials" in value:
-            parts.append(f" {json.dumps(key)}: " + dumps(value).rstrip().replace("\n", "\n "))
-        elif key == "search_space":
-            body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
-            parts.append(f' {json.dumps(key)}: {{\n{body}\n }}')
-        else:
-            parts.append(f" {json.dumps(key)}: " + json.dumps(value, indent=1).replace("\n", "\n "))
-    return "{\n" + ",\n".join(parts) + "\n}\n"
+    def render(value, indent: str) -> str:
+        if isinstance(value, list) and value and all(isinstance(v, dict | list) for v in value):
+            body = ",\n".join(f"{indent} {json.dumps(v)}" for v in value)
+            return f"[\n{body}\n{indent}]"
+        if isinstance(value, dict) and value:
+            body = ",\n".join(f"{indent} {json.dumps(k)}: {render(v, indent + ' ')}"
+                               for k, v in value.items())
+            return f"{{\n{body}\n{indent}}}"
+        return json.dumps(value)
+
+    return render(doc, "") + "\n"
 
 
 def write_tuned(doc: dict, path: Path | str) -> Path:
