@@ -112,8 +112,9 @@ def evaluate(ratings: Ratings, movies: Movies, params: Params, protocol: str, *,
             recs = np.concatenate([lists[warm_key], lists[cold_key]])
             add(Row(f"{warm_key}@all", name, "", ""), name, recs, "all", began, len(everyone), everyone)
         out["fallback"] = fallback_comparison(ratings, ph.split, params, phase)
-        published = pipeline.popular(cache.models(params), params.top_n)[0]
-        out["published_fallback"] = {"movie_ids": data.item_ids[published].tolist()}
+        published, scores, _ = pipeline.popular(cache.models(params), params.top_n)
+        out["published_fallback"] = {"movie_ids": data.item_ids[published].tolist(),
+                                     "scores": [round(float(s), 6) for s in scores]}
     # The default against every tuned baseline, paired over the same (warm) users.
     paired = {r.key: paired_difference(scored["default"], scored[r.key]) for r in TUNED_ROWS}
     best = max(TUNED_ROWS, key=lambda r: scored[r.key].key()).key
