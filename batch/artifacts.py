@@ -58,7 +58,8 @@ def _atomic_write(path: Path, write) -> None:
 MODEL_CLASSES = {"als": ("batch.models.als", "ALSModel"), "content": ("batch.models.content", "ContentModel"),
                  "svd": ("batch.models.svd", "SVDModel"),
                  "popularity": ("batch.models.popularity", "PopularityModel"),
-                 "ease": ("batch.models.ease", "EASEModel")}
+                 "ease": ("batch.models.ease", "EASEModel"),
+                 "items": ("batch.models.items", "ItemFeatures")}
 
 
 def _model_arrays(name: str, model) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -86,6 +86,10 @@ class Params:
     blend_ease: float = setting(0.0, "Blend weight of the EASE score term (0: not used).", group="ranking")
     blend_pop: float = setting(0.0, "Blend weight of log(1 + rating count) (z form: log(1 + the popular "
                                "list's score)).", group="ranking")
+    blend_fresh: float = setting(0.0, "Blend weight of the movie's freshness, -log(1 + days since its "
+                                 "first rating).", group="ranking")
+    blend_year: float = setting(0.0, "Blend weight of the movie's release year (from its title).",
+                                group="ranking")
     blend_form: str = setting("linear", "linear: weighted sum of the raw terms; product: sum of logs; "
                               "z: weighted sum of each term standardised over the user's candidates.",
                               group="ranking", choices=BLEND_FORMS)

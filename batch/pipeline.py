@@ -19,6 +19,8 @@ from batch.models import fit_source
 from batch.models.als import ALSModel
 from batch.models.content import ContentModel
 from batch.models.ease import EASEModel
+from batch.models.items import ItemFeatures
+from batch.models.items import fit as fit_items
 from batch.models.popularity import PopularityModel
 from batch.models.svd import SVDModel
 from batch.models.svd_process import SVDProcess
@@ -32,7 +34,7 @@ ALS_FLOOR = 1e-3  # ALS scores at or below this count as "very unlikely" in the 
 
 def model_key(name: str, params: Params) -> tuple:
     """The cache key of model ``name`` under ``params``: its name and every setting its fit receives."""
-    return (name, *sorted(params.kwargs(name).items()))
+    return (name, *sorted(params.kwargs(name).items())) if name != "items" else (name,)
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Models:
     svd: SVDModel
     popularity: PopularityModel
     counts: np.ndarray  # (n_items,) rating counts in the fitted data
+    items: ItemFeatures | None = None  # freshness and release year (blend terms)
     ease: EASEModel | None = None
     timings: dict = field(default_factory=dict)
 
@@ -93,7 +96,8 @@ class Models:
         if not background:
             timings["train_svd"] = time.perf_counter() - started
         counts = np.bincount(data.matrix.indices, minlength=data.n_items).astype(np.int64)
-        return cls(als, content, svd, popular, counts, ease, timings)
+        items = get("items", lambda: fit_items(data, item_titles(data, movies)))
+        return cls(als, content, svd, popular, counts, items, ease, timings)
 
 
 @dataclass
@@ -104,6 +108,12 @@ class Recommendations:
     items: np.ndarray
     scores: np.ndarray
     ratings: np.ndarray  # SVD's predicted rating of each item, clipped to the rating scale
+
+
+def item_titles(data: Interactions, movies: Movies) -> list[str]:
+    """Return the title of each column of ``data`` (empty for unknown movies)."""
+    lookup = movies.lookup()
+    return [lookup.get(int(m), ("", []))[0] for m in data.item_ids]
 
 
 def item_genres(data: Interactions, movies: Movies) -> list[list[str]]:
@@ -151,10 +161,11 @@ def score_candidates(models: Models, users: np.ndarray, cands: np.ndarray, param
     + blend_als * ALS score + blend_pop * log1p(rating count).  ``product`` form, a log-score
     of P(rates it) x P(rating >= 4 | rated): blend_als * log(ALS score, floored at 1e-3)
     + blend_svd * log sigmoid((rating - blend_center) / blend_scale) + blend_pop * log1p(count).
-    Both forms add blend_ease * EASE score (0 for movies outside EASE's item set).  ``z`` form: the
-    weighted sum of the SVD rating, ALS score, EASE score and log(1 + the published popular list's
-    score), each standardised over the user's candidates (mean 0, variance 1), so that the weights
-    do not depend on each term's scale.
+    Both forms add blend_ease * EASE score (0 for movies outside EASE's item set), blend_fresh *
+    freshness and blend_year * release year (:mod:`batch.models.items`).  ``z`` form: the weighted
+    sum of the SVD rating, ALS score, EASE score, log(1 + the published popular list's score),
+    freshness and release year, each standardised over the user's candidates (mean 0, variance 1),
+    so that the weights do not depend on each term's scale.
     """
     scores = models.svd.score(users, cands)
     if params.ranker == "blend" and params.blend_form == "z":
@@ -173,6 +184,8 @@ def score_candidates(models: Models, users: np.ndarray, cands: np.ndarray, param
             scores = scores + params.blend_ease * np.where(np.isfinite(ease), ease, 0.0)
         if params.blend_pop:
             scores = scores + params.blend_pop * np.log1p(models.counts[np.maximum(cands, 0)])
+        for weight, feature in _item_terms(models, params):
+            scores = scores + weight * feature[np.maximum(cands, 0)]
     return np.where(cands >= 0, scores, -np.inf)
 
 
@@ -202,7 +215,15 @@ def _z_blend(models: Models, users: np.ndarray, cands: np.ndarray, params: Param
     if params.blend_pop:
         pop = np.log1p(np.maximum(models.popularity.scores, 0.0))[np.maximum(cands, 0)]
         total += params.blend_pop * _standardised(pop, valid)
+    for weight, feature in _item_terms(models, params):
+        total += weight * _standardised(feature[np.maximum(cands, 0)], valid)
     return np.where(valid, total, -np.inf)
+
+
+def _item_terms(models: Models, params: Params) -> list[tuple[float, np.ndarray]]:
+    """The item-feature terms in use: (weight, (n_items,) feature)."""
+    terms = [(params.blend_fresh, "fresh"), (params.blend_year, "year")]
+    return [(w, getattr(models.items, name)) for w, name in terms if w and models.items is not None]
 
 
 def rank(models: Models, users: np.ndarray, cands: np.ndarray, params: Params,
