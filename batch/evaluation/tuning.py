@@ -36,8 +36,8 @@ OBJECTIVE = "validation precision@10 (ties: NDCG@10); test never read"
 class Stage:
     """One stage of the default's search over ``values`` (setting -> values tried).
 
-    ``grid``: every combination, the best kept; ``greedy``: one setting at a time, each value tried alone, the best
-    kept before the next setting; ``ascent``: coordinate ascent, rounds of ``greedy`` until nothing
+    ``grid``: every combination, the best kept; ``greedy``: one setting at a time, each value tried
+    alone, the best kept before the next setting; ``ascent``: coordinate ascent, rounds of ``greedy`` until nothing
     changes (at most ``rounds``).  Each stage starts from the best configuration so far.
     """
 
