@@ -37,8 +37,8 @@ class Stage:
     """One stage of the default's search over ``values`` (setting -> values tried).
 
     ``grid``: every combination, the best kept; ``greedy``: one setting at a time, each value tried
-    alone, the best kept before the next setting; ``ascent``: coordinate ascent, rounds of ``greedy`` until nothing
-    changes (at most ``rounds``).  Each stage starts from the best configuration so far.
+    alone, the best kept before the next setting; ``ascent``: coordinate ascent, rounds of
+    ``greedy`` until nothing changes (at most ``rounds``).  Each stage starts from the best configuration so far.
     """
 
     name: str
