@@ -38,7 +38,7 @@ class Stage:
 
     ``grid``: every combination, the best kept; ``greedy``: one setting at a time, each value tried
     alone, the best kept before the next setting; ``ascent``: coordinate ascent, rounds of
-    ``greedy`` until nothing changes (at most ``rounds``).  Each stage starts from the best configuration so far.
+    ``greedy`` until nothing changes (at most ``rounds``).  Each stage starts from the best so far.
     """
 
     name: str
