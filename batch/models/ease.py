@@ -21,6 +21,7 @@ from batch.models.signal import signal
 from batch.models.topn import chunked_top_n
 
 log = logging.getLogger(__name__)
+DENSE_FLOAT64 = 4096
 
 
 @dataclass
@@ -92,7 +93,10 @@ def fit(data: Interactions, *, l2: float, weighting: str, items: int, recency_da
     else:
         columns = np.arange(n_items)
     local = x[:, columns].tocsc() if len(columns) < n_items else x.tocsc()
-    gram = (local.T @ local).toarray().astype(np.float64)
+    # float64 for a small item set; above DENSE_FLOAT64 items float32 halves the two dense k x k arrays
+    # (the L2 term keeps the Gram matrix well conditioned)
+    dtype = np.float64 if len(columns) <= DENSE_FLOAT64 else np.float32
+    gram = (local.T @ local).toarray().astype(dtype)
     gram[np.diag_indices_from(gram)] += l2
     inverse = np.linalg.inv(gram)
     del gram
