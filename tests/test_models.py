@@ -244,3 +244,21 @@ def test_chunks_on_every_core_equal_one_chunk_and_raise_errors():
     with pytest.raises(ValueError, match="chunk at"):
         for_each_chunk(fail, 300, 7)
     assert chunk_rows(3706) == 1024 and chunk_rows(59_000) == 71 and chunk_rows(10**9) == 64
+
+
+def test_artifacts_round_trip_every_model_of_the_bundle(data, tmp_path):
+    """The sharded steps rebuild the same bundle Models.fit made (EASE and the item features included)."""
+    from batch import artifacts
+
+    inter, movies, _ = data
+    params = SMALL.with_(ranker="blend", blend_form="z", blend_ease=1.0, blend_als=1.0, blend_fresh=0.2,
+                         blend_year=0.1, ease_candidates=5, candidates=6, content_candidates=3, top_n=6)
+    models = pipeline.Models.fit(inter, movies, params)
+    assert models.ease is not None and models.items is not None
+    artifacts.save(tmp_path, inter, models, ["{}"] * inter.n_items, {"params": params.to_dict()})
+    data2, loaded, _, manifest, params2 = artifacts.load(tmp_path)
+    assert params2 == params and set(manifest["models"]) == {"als", "content", "svd", "popularity", "ease",
+                                                             "items"}
+    a, b = pipeline.recommend(models, inter, params), pipeline.recommend(loaded, data2, params2)
+    np.testing.assert_array_equal(a.items, b.items)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
