@@ -192,6 +192,9 @@ def tune(ratings: Ratings, movies: Movies, base: Params | None = None, space: Se
 
 def assemble(previous: dict, sections: dict, provenance: dict, space: SearchSpace, seed: int) -> dict:
     """The tuned file: this run's sections over ``previous`` (a protocol not re-tuned keeps its own)."""
+    if previous.get("version") != 2:  # an older layout: nothing to keep but its parameters (the base)
+        previous = {}
+
     def merged(name: str) -> dict:
         return {**previous.get(name, {}), **sections.get(name, {})}
 
