@@ -6,10 +6,11 @@ A directory holding:
   token and TTL);
 * ``arrays.npz`` — numpy arrays (loaded with ``allow_pickle=False``):
   ``user_ids`` (n_users,), ``item_ids`` (n_items,); the rating matrix as CSR
-  ``ratings_data/indices/indptr/shape``; ALS ``als_user`` (n_users, f), ``als_item``
-  (n_items, f); TF-IDF ``content_data/indices/indptr/shape`` (n_items, n_genres) and
-  ``content_prior`` (n_items,); SVD ``svd_mu`` (), ``svd_bu``, ``svd_bi``, ``svd_pu``,
-  ``svd_qi``, ``svd_scale`` (2,); ``counts`` and ``popularity`` (n_items,);
+  ``ratings_data/indices/indptr/shape``; ``counts`` (n_items,); and every field of every fitted
+  model of the :class:`~batch.pipeline.Models` bundle as ``<model>.<field>`` (a sparse field as
+  ``<model>.<field>_data/indices/indptr/shape``), e.g. ``als.user_factors`` (n_users, f),
+  ``svd.qi`` (n_items, f), ``ease.weights`` (k, k); the manifest's ``models`` says which
+  models and fields are there and their kinds (array, csr, float, pair);
 * ``catalogue.json`` — per item, the head of its stored list entry (movie id, title, genres;
   :func:`lookup_api.contract.items.item_head`).
 
@@ -18,6 +19,8 @@ Files are written to a temporary name and renamed, so a reader never sees half a
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import os
 from pathlib import Path
@@ -29,7 +32,7 @@ from batch.interactions import Interactions
 from batch.params import Params
 from lookup_api.contract.errors import RecsysError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 class ArtifactsError(RecsysError):
@@ -53,31 +56,72 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+MODEL_CLASSES = {"als": ("batch.models.als", "ALSModel"), "content": ("batch.models.content", "ContentModel"),
+                 "svd": ("batch.models.svd", "SVDModel"),
+                 "popularity": ("batch.models.popularity", "PopularityModel"),
+                 "ease": ("batch.models.ease", "EASEModel"),
+                 "items": ("batch.models.items", "ItemFeatures")}
+
+
+def _model_arrays(name: str, model) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Return (arrays, kinds) of one fitted model dataclass: every init field, by kind."""
+    arrays, kinds = {}, {}
+    for f in dataclasses.fields(model):
+        if not f.init:
+            continue
+        value, key = getattr(model, f.name), f"{name}.{f.name}"
+        if sp.issparse(value):
+            arrays.update(_csr(key, value.tocsr()))
+            kinds[f.name] = "csr"
+        elif isinstance(value, np.ndarray):
+            arrays[key], kinds[f.name] = value, "array"
+        elif isinstance(value, tuple):
+            arrays[key], kinds[f.name] = np.asarray(value, dtype=np.float64), "pair"
+        elif isinstance(value, int | float | np.number):
+            arrays[key], kinds[f.name] = np.asarray(value), "int" if isinstance(value, int) else "float"
+        else:
+            raise TypeError(f"{key}: cannot store a {type(value).__name__}")
+    return arrays, kinds
+
+
+def _model_from(name: str, kinds: dict[str, str], arrays):
+    module, cls = MODEL_CLASSES[name]
+    values = {}
+    for field_name, kind in kinds.items():
+        key = f"{name}.{field_name}"
+        if kind == "csr":
+            values[field_name] = _from_csr(arrays, key)
+        elif kind == "array":
+            values[field_name] = arrays[key]
+        elif kind == "pair":
+            values[field_name] = tuple(map(float, arrays[key]))
+        else:
+            values[field_name] = (int if kind == "int" else float)(arrays[key])
+    return getattr(importlib.import_module(module), cls)(**values)
+
+
 def save(directory: Path | str, data: Interactions, models, heads: list[str],
          manifest: dict) -> Path:
     """Write the artifacts of one trained run into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "user_ids": data.user_ids, "item_ids": data.item_ids, **_csr("ratings", data.matrix),
-        "als_user": models.als.user_factors, "als_item": models.als.item_factors,
-        **_csr("content", models.content.vectors), "content_prior": models.content.prior,
-        "svd_mu": np.asarray(models.svd.mu), "svd_bu": models.svd.bu, "svd_bi": models.svd.bi,
-        "svd_pu": models.svd.pu, "svd_qi": models.svd.qi, "svd_scale": np.asarray(models.svd.rating_scale),
-        "counts": models.counts, "popularity": models.popularity,
-    }
+    arrays = {"user_ids": data.user_ids, "item_ids": data.item_ids, **_csr("ratings", data.matrix),
+              "counts": models.counts}
+    stored = {}
+    for name in MODEL_CLASSES:
+        model = getattr(models, name)
+        if model is not None:
+            parts, stored[name] = _model_arrays(name, model)
+            arrays.update(parts)
     _atomic_write(directory / "arrays.npz", lambda fh: np.savez(fh, **arrays))
     _atomic_write(directory / "catalogue.json", lambda fh: fh.write(json.dumps(heads).encode()))
-    manifest = {**manifest, "format_version": FORMAT_VERSION}
+    manifest = {**manifest, "models": stored, "format_version": FORMAT_VERSION}
     _atomic_write(directory / "manifest.json", lambda fh: fh.write(json.dumps(manifest, indent=2).encode()))
     return directory
 
 
 def load(directory: Path | str):
     """Read artifacts written by :func:`save`: (data, models, heads, manifest, params)."""
-    from batch.models.als import ALSModel
-    from batch.models.content import ContentModel
-    from batch.models.svd import SVDModel
     from batch.pipeline import Models
 
     directory = Path(directory)
@@ -95,13 +139,7 @@ def load(directory: Path | str):
         raise ArtifactsError(f"{directory}: arrays.npz or catalogue.json is missing; train again")
     with np.load(directory / "arrays.npz", allow_pickle=False) as a:
         data = Interactions(a["user_ids"], a["item_ids"], _from_csr(a, "ratings"))
-        models = Models(
-            als=ALSModel(a["als_user"], a["als_item"]),
-            content=ContentModel(_from_csr(a, "content"), a["content_prior"]),
-            svd=SVDModel(float(a["svd_mu"]), a["svd_bu"], a["svd_bi"], a["svd_pu"], a["svd_qi"],
-                         tuple(map(float, a["svd_scale"]))),
-            counts=a["counts"],
-            popularity=a["popularity"],
-        )
+        fitted = {name: _model_from(name, kinds, a) for name, kinds in manifest["models"].items()}
+        models = Models(**fitted, counts=a["counts"])
     heads = json.loads((directory / "catalogue.json").read_text())
     return data, models, heads, manifest, Params.from_dict(manifest["params"])

@@ -241,7 +241,7 @@ def run_job(
         loaded = load_stage(data_dir, release, url)
         data, timings = loaded.data, {"load": loaded.seconds}
         peaks = {"load": peak_rss_mib()}  # the process's high-water mark after each stage
-        models = pipeline.train(data, loaded.movies, params, svd_process)
+        models = pipeline.Models.fit(data, loaded.movies, params, svd_process=svd_process)
     peaks.update(train=peak_rss_mib(), svd_child=peak_rss_mib(resource.RUSAGE_CHILDREN))
     stored = params.top_n + SPARE_ITEMS  # spare items: hidden titles and ?exclude= still fill top_n
     recs = pipeline.recommend(models, data, params.with_(top_n=stored))

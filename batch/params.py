@@ -17,12 +17,16 @@ from lookup_api.contract.errors import RecsysError
 
 TUNED_PATH = Path(__file__).with_name("tuned_params.json")
 RANKERS = ("svd", "blend")
-BLEND_FORMS = ("linear", "product")
-WEIGHTINGS = ("raw", "binary", "liked", "bm25")
+BLEND_FORMS = ("linear", "product", "z")
+WEIGHTINGS = ("raw", "binary", "liked", "likes", "graded", "bm25")
+KNN_KINDS = ("cosine", "bm25")
 POPULARITY_RULES = ("mean", "damped", "count", "liked")
-# Groups whose settings are the keyword arguments of one training call (prefix stripped):
-# "als" -> batch.models.als.train_als, "svd" -> train_svd, "popularity" -> popularity_scores.
-TRAINED = ("als", "svd", "popularity")
+# Groups whose settings are the keyword-only arguments of one model's ``fit`` (prefix stripped):
+# "als" -> batch.models.als.fit, "svd" -> batch.models.svd.fit, ... (see batch.models.SOURCES).
+# A model declares no default of its own: every value comes from here.
+TRAINED = ("als", "svd", "popularity", "ease", "knn", "content")
+SIGNAL_HELP = ("raw rating, binary, liked (1 + [liked]), likes (liked ratings only), graded (liked 1, "
+               "a 3 0.3, lower 0.1) or bm25")
 
 
 class ParamError(RecsysError, ValueError):
@@ -46,24 +50,51 @@ class Params:
     als_iterations: int = setting(20, "ALS alternating iterations.", group="als", min=1, max=500)
     als_alpha: float = setting(1.0, "ALS confidence scale (confidence = weight x alpha).", group="als",
                                min=0, min_open=True)
-    als_weighting: str = setting("raw", "ALS confidence from ratings: raw rating, binary, liked (>= 4) "
-                                 "or bm25.", group="als", choices=WEIGHTINGS)
+    als_weighting: str = setting("raw", f"ALS confidence from ratings: {SIGNAL_HELP}.", group="als",
+                                 choices=WEIGHTINGS)
+    als_recency_days: float = setting(0.0, "Half-life in days of an ALS interaction's weight, counted back "
+                                      "from the user's newest rating (0: no decay).", group="als", min=0)
     svd_factors: int = setting(50, "SVD latent factors.", group="svd", min=1, max=1024)
     svd_lr: float = setting(0.005, "SVD SGD learning rate.", group="svd", min=0, min_open=True)
     svd_reg: float = setting(0.02, "SVD L2 regularization.", group="svd", min=0)
     svd_epochs: int = setting(20, "SVD SGD epochs.", group="svd", min=1, max=500)
+    ease_l2: float = setting(500.0, "EASE L2 weight (lambda).", group="ease", min=0, min_open=True)
+    ease_weighting: str = setting("binary", f"EASE input signal: {SIGNAL_HELP}.", group="ease",
+                                  choices=WEIGHTINGS)
+    ease_items: int = setting(6000, "EASE's item set: the most liked movies only (0: every movie); the "
+                              "item x item inverse is dense, so this bounds its memory and time (ML-1M's "
+                              "3,706 movies all fit; ML-25M's 55k do not).",
+                              group="ease", min=0, max=100_000)
+    ease_recency_days: float = setting(0.0, "Half-life in days of an EASE interaction's weight, counted "
+                                       "back from the user's newest rating (0: no decay).", group="ease",
+                                       min=0)
+    knn_kind: str = setting("cosine", "Item-kNN similarity (implicit): cosine or bm25.", group="knn",
+                            choices=KNN_KINDS)
+    knn_neighbours: int = setting(50, "Item-kNN neighbours kept per item.", group="knn", min=1, max=5000)
+    knn_weighting: str = setting("binary", f"Item-kNN input signal: {SIGNAL_HELP}.", group="knn",
+                                 choices=WEIGHTINGS)
     candidates: int = setting(100, "ALS candidates per user.", group="candidates", min=1, max=5000)
     content_candidates: int = setting(30, "TF-IDF genre candidates per user (0: none).",
                                       group="candidates", min=0, max=5000)
+    ease_candidates: int = setting(0, "EASE candidates per user (0: none; EASE is then not fitted unless "
+                                   "the blend uses it).", group="candidates", min=0, max=5000)
     like_threshold: float = setting(4.0, "Rating from which a movie counts as liked (content candidates, "
-                                    "the liked popularity rule).", group=("candidates", "popularity"),
+                                    "the likes signals, the liked popularity rule).",
+                                    group=("candidates", "popularity", "als", "ease", "knn", "content"),
                                     min=0)
     ranker: str = setting("svd", "svd: SVD predicted rating (original design); blend: the blend below.",
                           group="ranking", choices=RANKERS)
     blend_svd: float = setting(1.0, "Blend weight of the SVD term.", group="ranking")
     blend_als: float = setting(0.0, "Blend weight of the ALS score term.", group="ranking")
-    blend_pop: float = setting(0.0, "Blend weight of log(1 + rating count).", group="ranking")
-    blend_form: str = setting("linear", "linear: weighted sum of the raw terms; product: sum of logs.",
+    blend_ease: float = setting(0.0, "Blend weight of the EASE score term (0: not used).", group="ranking")
+    blend_pop: float = setting(0.0, "Blend weight of log(1 + rating count) (z form: log(1 + the popular "
+                               "list's score)).", group="ranking")
+    blend_fresh: float = setting(0.0, "Blend weight of the movie's freshness, -log(1 + days since its "
+                                 "first rating).", group="ranking")
+    blend_year: float = setting(0.0, "Blend weight of the movie's release year (from its title).",
+                                group="ranking")
+    blend_form: str = setting("linear", "linear: weighted sum of the raw terms; product: sum of logs; "
+                              "z: weighted sum of each term standardised over the user's candidates.",
                               group="ranking", choices=BLEND_FORMS)
     blend_center: float = setting(3.5, "Product blend: rating mapped to probability 0.5.", group="ranking")
     blend_scale: float = setting(1.0, "Product blend: rating scale of the sigmoid.", group="ranking",
@@ -80,7 +111,14 @@ class Params:
     popularity_recency_days: float = setting(0.0, "Half-life in days of a rating's weight in the popular "
                                              "list, counted back from the newest rating (0: no decay).",
                                              group="popularity", min=0)
+    popularity_window_days: float = setting(0.0, "Count only the ratings of the last this many days "
+                                            "before the newest rating in the popular list (0: all).",
+                                            group="popularity", min=0)
     seed: int = setting(42, "Random seed of ALS and SVD.", group=("als", "svd"))
+
+    def needs_ease(self) -> bool:
+        """True when the pipeline uses EASE (as a candidate source or a blend term)."""
+        return self.ease_candidates > 0 or (self.ranker == "blend" and self.blend_ease != 0)
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -61,7 +61,7 @@ def train_job(data_dir: Path | str, params: Params, out: Path | str, store: RunS
     with store.lock(lock_ttl, keep=True, lease=True) as token, SVDProcess() as svd_process:
         loaded = load_stage(data_dir, release, url)
         prepare(store, loaded.data.n_users, None, allow_eviction=allow_eviction)
-        models = pipeline.train(loaded.data, loaded.movies, params, svd_process)
+        models = pipeline.Models.fit(loaded.data, loaded.movies, params, svd_process=svd_process)
         timings = {"load": loaded.seconds, **models.timings}
         manifest = {"run_id": new_run_id(), "lock_token": token, "lock_ttl": lock_ttl,
                     "params": params.to_dict(), "meta": run_meta(loaded, params, timings).to_hash()}

@@ -75,7 +75,7 @@ def test_batch_image_specifics():
     builder, runtime = builder_and_runtime("batch")
     env = runtime.env()
     assert env["OPENBLAS_NUM_THREADS"] == "1"
-    assert env["MPLCONFIGDIR"].startswith("/tmp/"), "writable under readOnlyRootFilesystem"
+    assert "MPLCONFIGDIR" not in env, "matplotlib is in the eval extra, not in the image"
     # scikit-surprise makes this folder on import; its default, $HOME/.surprise_data, is under /data
     assert env["SURPRISE_DATA_FOLDER"].startswith("/tmp/"), "the data volume may be read-only"
     assert runtime.all("HEALTHCHECK")[0].value == "NONE"

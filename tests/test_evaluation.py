@@ -9,8 +9,6 @@ from sklearn.model_selection import train_test_split
 from batch import pipeline
 from batch.evaluation.protocol import ModelCache, fold_for, svd_errors
 from batch.evaluation.split import EvaluationError, make_fold, split_ratings
-from batch.interactions import Interactions
-from batch.models.ease import train_ease
 from batch.movielens import Ratings
 from batch.movielens_ratings import load_dir
 from batch.params import ParamError, Params
@@ -80,16 +78,56 @@ def test_validation_and_test_folds_fit_on_the_right_parts(small):
         fold_for(ratings, split, "train")
 
 
-def test_ease_returns_the_withheld_item_first(board):
-    directory, withheld = board
-    ratings, _ = load_dir(directory)
-    data = Interactions.from_ratings(ratings)
-    model = train_ease(data.matrix, l2=10.0)
-    assert np.allclose(np.diag(model.weights), 0)
-    ids, _ = model.recommend(np.arange(data.n_users), data.matrix, 3, chunk=7)
-    expected = data.item_index(np.array([withheld[int(u)] for u in data.user_ids]))
-    assert (ids[:, 0] == expected).all()
-    assert not any(set(ids[u]) & set(data.matrix[u].indices) for u in range(data.n_users))
+def test_z_blend_sums_standardised_terms_and_ease_joins_the_candidates(small):
+    ratings, movies = small
+    fold = fold_for(ratings, split_ratings(ratings), "validation")
+    params = Params(als_factors=8, svd_factors=8, svd_epochs=5, candidates=20, content_candidates=5,
+                    ease_candidates=10, ease_weighting="likes", ranker="blend", blend_form="z", blend_als=0.5,
+                    blend_svd=0.2, blend_ease=1.0, blend_pop=0.1, popularity_rule="liked")
+    models = ModelCache(fold, movies).models(params)
+    assert models.ease is not None and ModelCache(fold, movies).models(Params()).ease is None
+    users = np.arange(fold.data.n_users)
+    cands = pipeline.candidates(models, fold.data, users, params)
+    ease_ids = models.ease.recommend(users, fold.data.matrix, 10)[0]
+    assert all(set(ease_ids[u][ease_ids[u] >= 0]) <= set(cands[u]) for u in users)
+    valid = cands >= 0
+
+    def z(values):
+        values = np.where(valid, values, np.nan)
+        mean, std = np.nanmean(values, axis=1, keepdims=True), np.nanstd(values, axis=1, keepdims=True)
+        return np.where(std > 0, (values - mean) / np.where(std > 0, std, 1), 0.0)  # a constant term: 0
+
+    pop = np.log1p(models.popularity.scores[np.maximum(cands, 0)])
+    expected = (0.2 * z(models.svd.score(users, cands)) + 0.5 * z(models.als.score(users, cands))
+                + z(models.ease.score(users, cands)) + 0.1 * z(pop))
+    got = pipeline.score_candidates(models, users, cands, params)
+    np.testing.assert_allclose(got[valid], expected[valid], rtol=1e-4, atol=1e-4)
+    assert np.isneginf(got[~valid]).all()
+
+
+def test_one_scoring_function_for_lists_and_served_lists():
+    import scipy.sparse as sp
+
+    from batch.evaluation.metrics import ranking_curves
+    from batch.evaluation.scoring import Truth, paired_difference, score, served
+
+    relevant = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 1]], dtype=np.float32))
+    truth = Truth(relevant, np.array([2, 3, 2]), 4)
+    recs = np.array([[0, 2], [2, -1], [3, 1]])
+    result = score(recs, truth, k=12)
+    padded = np.pad(recs, ((0, 0), (0, 10)), constant_values=-1)
+    curves = ranking_curves(padded, relevant, truth.n_relevant, 4)
+    for name, values in curves.items():
+        np.testing.assert_allclose(result.curves[name], values, atol=1e-6)
+    assert result.at_10()["precision@10"] == round((1 + 1 + 1) / 30, 5)
+    np.testing.assert_allclose(result.per_user["precision@10"], [0.1, 0.1, 0.1])
+    nothing = score(served(np.array([1]), 3, 10), truth)
+    np.testing.assert_allclose(nothing.per_user["precision@10"], [0.1, 0, 0])
+    diff = paired_difference(result, nothing)["precision@10"]
+    assert diff["difference"] == round(0.2 / 3, 5)
+    assert diff["standard_error"] == round(float(np.std([0, 0.1, 0.1], ddof=1) / np.sqrt(3)), 5)
+    with pytest.raises(ValueError, match="2 lists for 3 users"):
+        score(recs[:2], truth)
 
 
 def test_product_blend_ranks_by_both_signals_and_candidates_can_keep_seen(small):

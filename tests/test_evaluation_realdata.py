@@ -18,8 +18,7 @@ def both(real_data):
     ratings, movies = load_dir(real_data)
     baselines = tuned_document()["baselines"]
     started = time.perf_counter()
-    doc = evaluate_protocols(ratings, movies, load_params(), ease_l2=baselines["ease_l2"],
-                             als_pop=baselines["als_pop"])
+    doc = evaluate_protocols(ratings, movies, load_params(), baselines=baselines)
     doc["wall"] = time.perf_counter() - started
     return doc
 
@@ -38,14 +37,20 @@ def at10(report, key, metric="precision"):
     return next(r for r in report["rows"] if r["key"] == key)["curves"][metric][9]
 
 
-def test_default_pipeline_reaches_the_targets_and_wins_the_table(report):
+TUNED = ("als", "ease", "knn", "recent_pop")
+
+
+def test_random_protocol_the_cost_of_preferring_the_temporal_default(report):
+    """The default is chosen on temporal validation; on the random split it trails the baselines tuned
+    there (issue 19: the protocols conflict, the temporal one is preferred).  What still holds: it
+    stays far ahead of the original pipeline and of every popularity list."""
     p10, ndcg10 = at10(report, "default"), at10(report, "default", "ndcg")
-    print(f"\ndefault P@10 {p10:.4f} NDCG@10 {ndcg10:.4f}; ALS {at10(report, 'als'):.4f}, "
-          f"EASE {at10(report, 'ease'):.4f}, original {at10(report, 'original'):.4f}")
-    assert p10 >= 0.30 and ndcg10 >= 0.37
-    for other in ("als", "als_original", "ease", "svd_full", "most_rated", "content", "popularity"):
+    best = max(at10(report, k) for k in TUNED)
+    print(f"\nrandom: default P@10 {p10:.4f} NDCG@10 {ndcg10:.4f}; best tuned baseline P@10 {best:.4f}; "
+          f"original {at10(report, 'original'):.4f}")
+    assert p10 >= 1.2 * at10(report, "original")
+    for other in ("popularity", "recent_pop", "content", "svd_full"):
         assert p10 > at10(report, other) and ndcg10 > at10(report, other, "ndcg"), other
-    assert p10 >= 1.6 * at10(report, "original")
 
 
 def test_protocol_covers_every_user_with_a_relevant_test_movie(report):
@@ -80,10 +85,18 @@ def test_temporal_published_fallback_doubles_the_original_rule_for_cold_users(te
     assert temporal["fallback"]["published"] == temporal["fallback"]["chosen_on_validation"]
 
 
-def test_temporal_default_pipeline_leads_for_warm_users(temporal):
-    p10 = at10(temporal, "default")
-    keys = ("als", "ease", "als_pop", "popularity", "most_rated", "fallback")
-    others = {k: at10(temporal, k) for k in keys}
-    print(f"\nwarm users: default {p10:.4f}; {others}")
-    assert p10 >= max(others.values())
+def test_temporal_default_beats_every_tuned_baseline_by_3_percent(temporal):
+    """Issue 19's bar: on temporal test, warm users, P@10 and NDCG@10 each >= 1.03x the best tuned
+    baseline's (the best per metric, over all four), with the paired standard error reported."""
+    for metric in ("precision", "ndcg"):
+        ours = at10(temporal, "default", metric)
+        best = max(at10(temporal, k, metric) for k in TUNED)
+        print(f"\nwarm {metric}@10: default {ours:.4f}, best tuned baseline {best:.4f}, x{ours / best:.3f}")
+        assert ours >= 1.03 * best, metric
+    paired = temporal["paired"]
+    assert paired["users"] == temporal["protocol"]["users"]["warm"]
+    for key in TUNED:
+        for metric in ("precision@10", "ndcg@10"):
+            d = paired["default_minus"][key][metric]
+            assert d["difference"] > 0 and 0 < d["standard_error"] < d["difference"], (key, metric)
     assert at10(temporal, "default@all") > at10(temporal, "original@all")

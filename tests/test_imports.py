@@ -127,3 +127,43 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_run_imports_neither_the_evaluation_nor_matplotlib(small_dir):
+    """``recsys-batch run`` (a dry run, in a fresh interpreter) loads no module of the `eval` extra."""
+    code = (
+        "import sys\n"
+        "from batch.cli import main\n"
+        f"sys.argv = ['recsys-batch', '--data-dir', {str(small_dir)!r}, '-q', 'run', '--dry-run']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'\n"
+        "                or m.startswith('batch.evaluation'))\n"
+        "print('LOADED', loaded)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "LOADED []" in result.stdout, result.stdout
+
+
+def test_the_batch_install_has_no_eval_extra():
+    """What the nightly image installs (``uv sync --frozen --no-dev --extra batch``, Dockerfile.batch)
+    holds no matplotlib; the `eval` extra and the dev group do."""
+    import shutil
+
+    uv = shutil.which("uv")
+    assert uv, "uv is needed to read the lock"
+
+    def packages(*extras: str) -> set[str]:
+        args = [uv, "export", "--frozen", "--no-dev", "--no-hashes", "--no-header", "--no-emit-project"]
+        out = subprocess.run([*args, *(f"--extra={e}" for e in extras)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+        return {line.split("==")[0].strip().lower() for line in out.splitlines() if "==" in line}
+
+    assert "matplotlib" not in packages("batch") and "implicit" in packages("batch")
+    assert "matplotlib" in packages("batch", "eval")
+    assert "--extra batch --no-editable" in (ROOT / "Dockerfile.batch").read_text()
+    assert "--extra eval" not in (ROOT / "Dockerfile.batch").read_text()

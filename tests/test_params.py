@@ -10,17 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from batch.cli import cli
-from batch.evaluation.protocol import ALS_KEYS, SVD_KEYS
-from batch.models.als import train_als
-from batch.models.popularity import popularity_scores
-from batch.models.svd import train_svd
-from batch.params import TRAINED, ParamError, Params, declared
+from batch.models import SOURCES
+from batch.params import TRAINED, ParamError, Params
 
-GROUPS = {"als", "svd", "candidates", "ranking", "popularity"}
-# The call each trained group's settings are passed to, and its data arguments (not settings).
-CALLS = {"als": (train_als, {"ratings", "threads", "widen"}),
-         "svd": (train_svd, {"ratings", "user_ids", "item_ids"}),
-         "popularity": (popularity_scores, {"ratings", "times"})}
+GROUPS = {"als", "svd", "candidates", "ranking", "popularity", "ease", "knn", "content"}
+# Each model's data arguments and runtime arguments (not settings).
+NOT_SETTINGS = {"data", "genres", "threads", "widen"}
 
 
 def test_every_setting_is_fully_declared():
@@ -40,16 +35,24 @@ def test_run_has_an_option_for_every_setting_with_its_help():
 
 
 @pytest.mark.parametrize("group", TRAINED)
-def test_training_calls_take_exactly_their_groups_settings(group):
-    """A setting missing from a training call (or a call argument without a setting) fails here."""
-    call, data_args = CALLS[group]
-    accepted = set(inspect.signature(call).parameters) - data_args
+def test_model_fits_take_exactly_their_groups_settings(group):
+    """A setting missing from a model's fit (or a fit argument without a setting) fails here."""
+    import importlib
+
+    assert set(TRAINED) == set(SOURCES)
+    call = importlib.import_module(f"batch.models.{group}").fit
+    accepted = set(inspect.signature(call).parameters) - NOT_SETTINGS
     assert set(Params().kwargs(group)) == accepted
 
 
 def test_cache_keys_cover_every_setting_the_fits_receive():
-    assert set(ALS_KEYS) == {f.name for f in declared("als")} and "seed" in ALS_KEYS
-    assert set(SVD_KEYS) == {f.name for f in declared("svd")} and "seed" in SVD_KEYS
+    from batch.pipeline import model_key
+
+    for group in TRAINED:
+        changed = Params(like_threshold=3.0)
+        assert (model_key(group, changed) != model_key(group, Params())) == (group != "svd"), group
+    assert model_key("als", Params(seed=1)) != model_key("als", Params())
+    assert model_key("svd", Params(svd_epochs=3)) != model_key("svd", Params())
 
 
 def test_train_uses_the_declared_settings(small_dir):
@@ -60,11 +63,11 @@ def test_train_uses_the_declared_settings(small_dir):
 
     ratings, movies = load_dir(small_dir)
     data = Interactions.from_ratings(ratings)
-    models = pipeline.train(data, movies, Params(als_factors=6, svd_factors=5, svd_epochs=2, als_iterations=2,
-                                                 popularity_rule="count"))
+    params = Params(als_factors=6, svd_factors=5, svd_epochs=2, als_iterations=2, popularity_rule="count")
+    models = pipeline.Models.fit(data, movies, params)
     assert models.als.user_factors.shape[1] in (6, 8)  # implicit may pad factors for SIMD
     assert models.svd.pu.shape[1] == 5
-    assert (models.popularity == models.counts).all()
+    assert (models.popularity.scores == models.counts).all()
 
 
 @pytest.mark.parametrize("changes, message", [

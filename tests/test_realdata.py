@@ -83,7 +83,7 @@ def test_ranking_is_vectorised_and_matches_surprise_predict(ml1m):
 
     data, movies = ml1m
     params = Params(ranker="svd")
-    models = pipeline.train(data, movies, params)
+    models = pipeline.Models.fit(data, movies, params)
     users = np.arange(data.n_users)
     cands = pipeline.candidates(models, data, users, params)
 

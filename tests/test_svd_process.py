@@ -40,9 +40,9 @@ def test_child_fit_equals_in_process_fit(data):
 
 def test_side_by_side_training_equals_sequential(data):
     inter, movies = data
-    sequential = pipeline.train(inter, movies, PARAMS)
+    sequential = pipeline.Models.fit(inter, movies, PARAMS)
     with SVDProcess() as proc:
-        concurrent = pipeline.train(inter, movies, PARAMS, proc)
+        concurrent = pipeline.Models.fit(inter, movies, PARAMS, svd_process=proc)
     assert "train_svd_wait" in concurrent.timings and "train_svd_wait" not in sequential.timings
     for model, names in (("als", ("user_factors", "item_factors")), ("svd", ("bu", "bi", "pu", "qi"))):
         for name in names:
@@ -72,7 +72,8 @@ def test_an_unused_child_goes_away(data):
 
 def test_als_widened_mid_fit_equals_a_fit_on_one_thread(data):
     """Switching the solver from one thread to every core between iterations changes nothing."""
-    from batch.models.als import train_als
+    from batch.models.als import fit
+    from batch.params import Params
 
     inter, _ = data
     polls = []
@@ -81,9 +82,9 @@ def test_als_widened_mid_fit_equals_a_fit_on_one_thread(data):
         polls.append(len(polls))
         return len(polls) >= 3  # the SVD child "finishes" after the third iteration
 
-    kwargs = dict(factors=8, iterations=6, regularization=0.1, seed=5)
-    narrow = train_als(inter.matrix, **kwargs, threads=1)
-    widened = train_als(inter.matrix, **kwargs, threads=1, widen=widen)
+    kwargs = Params(als_factors=8, als_iterations=6, als_regularization=0.1, seed=5).kwargs("als")
+    narrow = fit(inter, **kwargs, threads=1)
+    widened = fit(inter, **kwargs, threads=1, widen=widen)
     assert len(polls) == 3  # polled after each iteration until it said yes, then never again
     np.testing.assert_array_equal(widened.user_factors, narrow.user_factors)
     np.testing.assert_array_equal(widened.item_factors, narrow.item_factors)
@@ -93,7 +94,8 @@ def test_done_says_when_the_child_has_answered(data):
     inter, _ = data
     with SVDProcess() as proc:
         assert not proc.done()  # nothing submitted yet
-        proc.submit(inter.matrix, inter.user_ids, inter.item_ids, factors=4, epochs=1)
+        proc.submit(inter.matrix, inter.user_ids, inter.item_ids, factors=4, epochs=1, lr=0.005, reg=0.02,
+                    seed=1)
         for _ in range(600):
             if proc.done():
                 break

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from batch.evaluation.evaluate_temporal import evaluate_temporal
-from batch.evaluation.fallback import score_cold
+from batch.evaluation.evaluate import evaluate
 from batch.evaluation.protocol import phase_parts
+from batch.evaluation.scoring import score, served
 from batch.evaluation.split import EvaluationError
 from batch.evaluation.temporal import cold_users, split_by_time
 from batch.interactions import Interactions
-from batch.models.popularity import popularity_scores, recency_weights
+from batch.models.popularity import popularity_scores as scores
+from batch.models.popularity import recency_weights
 from batch.movielens import Ratings
 from batch.movielens_ratings import load_dir
 from batch.params import Params
@@ -89,6 +90,11 @@ def test_interactions_keep_timestamps_aligned_with_the_matrix():
     assert data.matrix.data.tolist() == [4, 2, 3, 1] and data.times.tolist() == [400, 200, 300, 100]
 
 
+def popularity_scores(m, rule, times=None, recency_days=0.0, window_days=0.0):
+    return scores(m, rule=rule, min_count=100, damping=100.0, recency_days=recency_days,
+                  window_days=window_days, like_threshold=4.0, times=times)
+
+
 def test_recency_weighted_popularity():
     m = sp.csr_matrix(np.array([[5, 4, 0], [4, 0, 5], [0, 4, 2]], dtype=np.float32))
     day = 86400
@@ -98,6 +104,9 @@ def test_recency_weighted_popularity():
     assert popularity_scores(m, "liked").tolist() == [2, 2, 1]
     np.testing.assert_allclose(popularity_scores(m, "liked", times=times, recency_days=10.0), [1, 2, 1])
     np.testing.assert_allclose(popularity_scores(m, "count", times=times, recency_days=10.0), [1, 2, 2])
+    # a window keeps only the last days' ratings (here: the day-10 ones)
+    np.testing.assert_allclose(popularity_scores(m, "liked", times=times, window_days=5.0), [0, 2, 1])
+    np.testing.assert_allclose(popularity_scores(m, "count", times=times, window_days=5.0), [0, 2, 2])
     with pytest.raises(ValueError, match="timestamp"):
         popularity_scores(m, "liked", recency_days=10.0)
     with pytest.raises(ValueError, match="unknown popularity rule"):
@@ -111,7 +120,7 @@ def test_the_fallback_scored_for_cold_users_is_the_list_the_batch_publishes(
     from lookup_api.contract.keys import Keys
 
     ratings, movies = load_dir(timed_dir)
-    report = evaluate_temporal(ratings, movies, SMALL, ease_l2=10.0, k=20)
+    report = evaluate(ratings, movies, SMALL, "temporal", k=20)
     # The batch, run for real on exactly what the test phase fits on (ratings before the test cut).
     split = split_by_time(ratings)
     fitted = ratings.take(np.sort(phase_parts(split, "test")[0]))
@@ -130,7 +139,7 @@ def test_the_fallback_scored_for_cold_users_is_the_list_the_batch_publishes(
     # ...and the cold row's numbers are those of that very list.
     data = Interactions.from_ratings(fitted)
     cold = cold_users(data, ratings.take(split.test))
-    curves = score_cold(cold, data.item_index(ids), data.n_items, 20)
+    curves = score(served(data.item_index(ids), len(cold), 20), cold.truth(), 20).curves
     row = next(r for r in report["rows"] if r["key"] == "fallback@cold")
     assert row["users"] == len(cold) > 0
     np.testing.assert_allclose(row["curves"]["precision"], curves["precision"], atol=1e-6)
@@ -139,14 +148,14 @@ def test_the_fallback_scored_for_cold_users_is_the_list_the_batch_publishes(
 
 def test_rows_cover_warm_cold_and_all(timed_dir):
     ratings, movies = load_dir(timed_dir)
-    report = evaluate_temporal(ratings, movies, SMALL, ease_l2=10.0, k=20)
+    report = evaluate(ratings, movies, SMALL, "temporal", k=20)
     users = report["protocol"]["users"]
     by_segment = {}
     for row in report["rows"]:
         by_segment.setdefault(row["segment"], []).append(row)
         assert row["users"] == users[row["segment"]]
     assert {r["key"] for r in by_segment["cold"]} == {"fallback@cold", "popularity@cold"}
-    assert {"default", "als", "als_pop", "ease", "fallback", "popularity", "original"} <= \
+    assert {"default", "als", "ease", "knn", "recent_pop", "popularity", "original"} <= \
         {r["key"] for r in by_segment["warm"]}
     rows = {r["key"]: r for r in report["rows"]}
     for key, cold_key in (("default", "fallback@cold"), ("original", "popularity@cold")):
@@ -156,6 +165,12 @@ def test_rows_cover_warm_cold_and_all(timed_dir):
     fb = report["fallback"]
     assert fb["validation"][0]["rule"].startswith("mean rating") and "test" in fb
     assert fb["published"]["popularity_rule"] == "liked"
+    paired = report["paired"]  # the default minus each tuned baseline, over the same warm users
+    assert paired["users"] == users["warm"] and set(paired["default_minus"]) == {"als", "ease", "knn",
+                                                                                 "recent_pop"}
+    best = rows[paired["best_baseline"]]["curves"]
+    diff = paired["default_minus"][paired["best_baseline"]]["precision@10"]["difference"]
+    assert diff == pytest.approx(rows["default"]["curves"]["precision"][9] - best["precision"][9], abs=2e-5)
 
 
 def test_a_split_with_an_empty_part_is_a_clean_error():

@@ -37,9 +37,23 @@ def _load(obj: Context, download: bool):
                              "code_version": code_version()}
 
 
-@click.command(short_help="Compare the pipeline with baselines on the random and time splits.")
+EVAL_EXTRA = ("matplotlib",)  # what the `eval` extra adds to `batch` (pyproject.toml)
+
+
+def require_eval_extra() -> None:
+    """Exit 1 with one line when the `eval` extra is not installed (the nightly image lacks it)."""
+    import importlib.util
+
+    missing = [m for m in EVAL_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        raise click.ClickException(f"the evaluation needs the eval extra ({', '.join(missing)} missing): "
+                                   "run `uv sync --extra batch --extra eval`")
+
+
+@click.command(short_help="Compare the pipeline with tuned baselines on the random and time splits.")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help=f"Parameters of the default pipeline [default: {TUNED_PATH.name}, else built-in].")
+              help=f"The tuned file: the default pipeline and every baseline's settings [default: "
+                   f"{TUNED_PATH.name}, else built-in].")
 @click.option("--protocol", "protocols", type=click.Choice(["random", "temporal"]), multiple=True,
               help="random: the original 60/20/20 split by user; temporal: one global time split, warm "
                    "and cold users [default: both].")
@@ -47,8 +61,6 @@ def _load(obj: Context, download: bool):
 @click.option("--phase", type=click.Choice(["test", "validation"]), default="test",
               help="test: fit on train+validation, score test; validation: fit on train, score validation.")
 @click.option("-k", "cutoff", type=click.IntRange(1, 50), default=10, help="Cut-off of the table.")
-@click.option("--ease-l2", type=click.FloatRange(0, min_open=True), default=None,
-              help="EASE's L2 weight [default: chosen by `tune`, else 500].")
 @click.option("--original-users", type=click.IntRange(1), default=200,
               help="Users sampled for the original-protocol rows.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -59,24 +71,25 @@ def _load(obj: Context, download: bool):
 @click.option("--download", is_flag=True, envvar="RECSYS_DOWNLOAD", help=DOWNLOAD_HELP)
 @click.pass_context
 @fail_cleanly
-def evaluate(ctx, params_file, protocols, ranker, phase, cutoff, ease_l2, original_users, json_path,
-             report_dir, download):
-    """Compare the pipeline with baselines on the random split and on a time split (warm and cold users).
+def evaluate(ctx, params_file, protocols, ranker, phase, cutoff, original_users, json_path, report_dir,
+             download):
+    """Compare the pipeline with tuned baselines on the random split and on a time split (warm and cold
+    users).  Needs the `eval` extra (`uv sync --extra batch --extra eval`).
 
     \b
     Example:
       recsys-batch evaluate --data-dir /path/to/ml-1m --json data/eval/evaluation.json --report data/eval
     """
-    from batch.evaluation.evaluate import DEFAULT_EASE_L2, PROTOCOLS, evaluate_protocols
+    require_eval_extra()
+    from batch.evaluation.evaluate import evaluate_protocols
+    from batch.evaluation.protocol import PROTOCOLS
     from batch.evaluation.report import format_table, write_report
 
     params = load_params(params_file).with_(ranker=ranker)
     baselines = tuned_document(params_file).get("baselines", {})
-    if ease_l2 is None:
-        ease_l2 = float(baselines.get("ease_l2", DEFAULT_EASE_L2))
     ratings, movies, provenance = _load(ctx.obj, download)
-    report = evaluate_protocols(ratings, movies, params, tuple(protocols) or PROTOCOLS, ease_l2=ease_l2,
-                                als_pop=baselines.get("als_pop"), phase=phase, original_users=original_users)
+    report = evaluate_protocols(ratings, movies, params, tuple(protocols) or PROTOCOLS, baselines=baselines,
+                                phase=phase, original_users=original_users)
     report.update(provenance, command=_command_line(ctx))
     click.echo(format_table(report, cutoff))
     if json_path:
@@ -89,68 +102,51 @@ def evaluate(ctx, params_file, protocols, ranker, phase, cutoff, ease_l2, origin
     click.echo(f"evaluated in {report['seconds']:.0f}s")
 
 
-@click.command(short_help="Search the model parameters on validation; write the tuned file.")
+@click.command(short_help="Tune the baselines and the default on validation; write the tuned file.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=TUNED_PATH,
               show_default="batch/tuned_params.json",
-              help="Where to write the tuned parameters (`run` and `evaluate` read the default path).")
-@click.option("--protocol", type=click.Choice(["random", "temporal"]), default="random",
-              help="random: the full search on the 60/20/20 split; temporal: refine the file at --output "
-                   "(fallback list, blend, ALS + popularity weight) on the time split's validation phase.")
+              help="Where to write the tuned parameters (`run` and `evaluate` read the default path); a "
+                   "protocol not tuned in this run keeps its sections from the file already there.")
+@click.option("--protocol", "protocols", type=click.Choice(["random", "temporal"]), multiple=True,
+              help="random: the baselines on the 60/20/20 split; temporal: the baselines, the fallback list "
+                   "and the default pipeline on the time split [default: both].")
 @click.option("--quick", is_flag=True, help="A tiny search space (smoke tests), not for real use.")
 @click.option("--seed", type=int, default=42, help="Seed of the split and of the models.")
 @click.option("--download", is_flag=True, envvar="RECSYS_DOWNLOAD", help=DOWNLOAD_HELP)
 @click.pass_context
 @fail_cleanly
-def tune(ctx, output, protocol, quick, seed, download):
-    """Search ALS, SVD, candidate counts and the ranking blend on validation; write the tuned file.
+def tune(ctx, output, protocols, quick, seed, download):
+    """Tune every baseline (per protocol), the fallback list and the default pipeline (temporal) on
+    validation; write the tuned file.  Needs the `eval` extra.
 
     Fits on the train part and scores the validation part only: test is never read.
-    The committed file comes from `tune` then `tune --protocol temporal`.
 
     \b
     Example:
       recsys-batch tune --data-dir /path/to/ml-1m              # writes batch/tuned_params.json
-      recsys-batch tune --data-dir /path/to/ml-1m --protocol temporal
-      recsys-batch tune --data-dir /path/to/ml-1m --output data/tuned.json
+      recsys-batch tune --data-dir /path/to/ml-1m --protocol temporal --output data/tuned.json
     """
-    from batch.evaluation.tuning import SMALL, SearchSpace, write_tuned
+    require_eval_extra()
+    from batch.evaluation.protocol import PROTOCOLS
+    from batch.evaluation.tuning import SMALL, SearchSpace, assemble, write_tuned
     from batch.evaluation.tuning import tune as run_tune
 
     ratings, movies, provenance = _load(ctx.obj, download)
     started = time.perf_counter()
-    if protocol == "temporal":
-        return _tune_temporal(ctx, output, ratings, movies, provenance, seed, quick, started)
-    doc = run_tune(ratings, movies, space=SMALL if quick else SearchSpace(), seed=seed)
-    doc = {"version": doc.pop("version"), "created_at": doc.pop("created_at"),
-           "command": _command_line(ctx), **provenance, **doc}
+    previous = tuned_document(output) if output.exists() else {}
+    base = Params.from_dict(previous["params"]) if "params" in previous else Params()
+    space = SMALL if quick else SearchSpace()
+    sections = run_tune(ratings, movies, base, space, tuple(protocols) or PROTOCOLS, seed)
+    doc = assemble(previous, sections, {"command": _command_line(ctx), **provenance}, space, seed)
     path = write_tuned(doc, output)
-    for name, value in doc["validation"].items():
-        click.echo(f"validation {name}: {value}")
+    for protocol, section in sections["baselines"].items():
+        for key, chosen in section.items():
+            click.echo(f"{protocol} {key}: "
+                       f"{json.dumps(chosen['settings'])}, validation {chosen['validation']}")
+    for protocol, value in sections["validation"].items():
+        click.echo(f"{protocol} validation: {json.dumps(value)}")
     defaults = Params().to_dict()
     changed = {k: v for k, v in doc["params"].items() if defaults[k] != v}
-    click.echo(f"chosen (changes from the built-in defaults): {json.dumps(changed)}")
-    click.echo(f"EASE l2: {doc['baselines']['ease_l2']:g}; {len(doc['trials'])} trials in "
-               f"{time.perf_counter() - started:.0f}s; written to {path}")
-
-
-def _tune_temporal(ctx, output: Path, ratings, movies, provenance: dict, seed: int, quick: bool,
-                   started: float) -> None:
-    """Refine the tuned file at ``output`` on the temporal validation phase and write it back."""
-    from batch.evaluation.evaluate import DEFAULT_EASE_L2
-    from batch.evaluation.tune_temporal import BLENDS, tune_temporal
-    from batch.evaluation.tuning import write_tuned
-
-    doc = tuned_document(output) if output.exists() else {}
-    base = Params.from_dict(doc.get("params", {})).with_(seed=seed)
-    ease_l2 = float(doc.get("baselines", {}).get("ease_l2", DEFAULT_EASE_L2))
-    section = tune_temporal(ratings, movies, base, ease_l2, seed=seed, blends=BLENDS[:4] if quick else BLENDS)
-    section = {"command": _command_line(ctx), "code_version": provenance["code_version"], **section}
-    doc = {"version": 1, **doc, "params": base.with_(**section["chosen"]).to_dict(),
-           "baselines": {**doc.get("baselines", {"ease_l2": ease_l2}), "als_pop": section["als_pop"]},
-           "temporal": section}
-    path = write_tuned(doc, output)
-    click.echo(f"chosen on temporal validation: {json.dumps(section['chosen'])}; "
-               f"ALS + popularity weight {section['als_pop']:g}")
-    for name, value in section["validation"].items():
-        click.echo(f"validation {name}: {value}")
-    click.echo(f"{len(section['trials'])} trials in {time.perf_counter() - started:.0f}s; written to {path}")
+    click.echo(f"default pipeline (changes from the built-in defaults): {json.dumps(changed)}")
+    trials = sum(map(len, sections["trials"].values()))
+    click.echo(f"{trials} trials in {time.perf_counter() - started:.0f}s; written to {path}")

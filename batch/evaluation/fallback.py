@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-
-from batch import pipeline
-from batch.evaluation.metrics import at_10, by_p10, hits, ranking_curves
 from batch.evaluation.protocol import phase_parts
+from batch.evaluation.scoring import paired_difference, score, served
 from batch.evaluation.split import Split
 from batch.evaluation.temporal import ColdUsers, cold_users
 from batch.interactions import Interactions
-from batch.models.popularity import top_popular
+from batch.models import fit_source
 from batch.movielens import Ratings
 from batch.params import Params
 
@@ -29,7 +26,8 @@ BASE_RULES: tuple[dict, ...] = (
     {"popularity_rule": "count"},
     {"popularity_rule": "liked"},
 )
-NEUTRAL = {"popularity_recency_days": 0.0, "popularity_damping": Params.popularity_damping,
+NEUTRAL = {"popularity_recency_days": 0.0, "popularity_window_days": 0.0,
+           "popularity_damping": Params.popularity_damping,
            "popularity_min_count": Params.popularity_min_count}  # what a rule leaves unsaid
 HALF_LIVES = (7.0, 14.0, 30.0, 60.0, 120.0, 240.0, 480.0)
 
@@ -40,43 +38,38 @@ def describe(params: Params) -> str:
     name = {"mean": f"mean rating, >= {params.popularity_min_count} ratings (original)",
             "damped": f"damped mean, strength {params.popularity_damping:g}",
             "count": "most rated", "liked": f"most ratings >= {params.like_threshold:g}"}[rule]
+    if params.popularity_window_days > 0:
+        name += f", last {params.popularity_window_days:g} d"
     if params.popularity_recency_days > 0:
         name += f", half-life {params.popularity_recency_days:g} d"
     return name
 
 
-def served_lists(lists: np.ndarray, n_users: int, k: int) -> np.ndarray:
-    """Return the one list ``lists`` (n,) repeated for ``n_users`` users, cut or -1 padded to ``k``."""
-    row = np.full(k, -1, dtype=np.int64)
-    row[: min(k, len(lists))] = lists[:k]
-    return np.repeat(row[None, :], n_users, axis=0)
-
-
-def score_cold(cold: ColdUsers, items: np.ndarray, n_items: int, k: int) -> dict[str, np.ndarray]:
-    """Return the metric curves (k = 1..``k``) of serving ``items`` to every cold user."""
-    return ranking_curves(served_lists(items, len(cold), k), cold.relevant, cold.n_relevant, n_items)
-
-
 def _score_rules(data: Interactions, cold: ColdUsers, base: Params, rules: list[dict],
                  k: int = 10) -> list[dict]:
     out = []
+    truth = cold.truth()
     for changes in rules:
         params = base.with_(**{**NEUTRAL, **changes})
-        items, _ = top_popular(pipeline.popular_scores(data, params), base.top_n)
-        curves = score_cold(cold, items, data.n_items, k)
-        out.append({"rule": describe(params), "changes": changes, "users": len(cold), **at_10(curves)})
-        out[-1]["_hits"] = hits(served_lists(items, len(cold), 10), cold.relevant).mean(axis=1)
+        items, _ = fit_source("popularity", data, params).top(base.top_n)
+        result = score(served(items, len(cold), k), truth, k)
+        out.append({"rule": describe(params), "changes": changes, "users": len(cold), **result.at_10(),
+                    "_scores": result})
     return out
 
 
 def _clean(trials: list[dict]) -> list[dict]:
-    return [{k: v for k, v in t.items() if k != "_hits"} for t in trials]
+    return [{k: v for k, v in t.items() if k != "_scores"} for t in trials]
+
+
+def _key(trial: dict) -> tuple[float, float]:
+    return trial["precision@10"], trial["ndcg@10"]
 
 
 def paired_gain(better: dict, base: dict) -> tuple[float, float]:
     """Return (mean, standard error) of the per-user P@10 difference between two scored rules."""
-    diff = better["_hits"] - base["_hits"]
-    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    diff = paired_difference(better["_scores"], base["_scores"])["precision@10"]
+    return diff["difference"], diff["standard_error"]
 
 
 def choose_fallback(data: Interactions, cold: ColdUsers, base: Params) -> tuple[dict, list[dict], dict]:
@@ -89,10 +82,10 @@ def choose_fallback(data: Interactions, cold: ColdUsers, base: Params) -> tuple[
     gain within noise does not pay for it.
     """
     trials = _score_rules(data, cold, base, list(BASE_RULES))
-    best = max(trials, key=by_p10)
+    best = max(trials, key=_key)
     recency = [{**best["changes"], "popularity_recency_days": h} for h in HALF_LIVES]
     trials += _score_rules(data, cold, base, recency)
-    weighted = max(trials[len(BASE_RULES):], key=by_p10)
+    weighted = max(trials[len(BASE_RULES):], key=_key)
     gain, error = paired_gain(weighted, best)
     chosen = weighted if gain > error else best
     log.info("fallback: %s, P@10 %.4f for %s cold users (original rule %.4f; best half-life %s: "

@@ -25,17 +25,15 @@ def hits(recs: np.ndarray, relevant: sp.csr_matrix) -> np.ndarray:
     return found & (recs >= 0)
 
 
-def ranking_curves(recs: np.ndarray, relevant: sp.csr_matrix, n_relevant: np.ndarray,
-                   n_items: int | None = None) -> dict[str, np.ndarray]:
-    """Return ``{metric: (K,) mean over users at k = 1..K}`` for every metric in ``METRICS``.
+def user_metrics(recs: np.ndarray, relevant: sp.csr_matrix, n_relevant: np.ndarray) -> dict[str, np.ndarray]:
+    """Return ``{metric: (n_users, K) value of each user at k = 1..K}`` for every metric but coverage.
 
     ``relevant`` (n_users, n_items) marks each user's relevant held-out items; ``n_relevant``
     (n_users,) is how many there are (it may exceed the row's entries: unreachable items still
     count in recall, NDCG's ideal and MAP's normaliser).  Users with ``n_relevant == 0`` must be
-    removed beforehand.  Coverage is the share of the ``n_items`` catalogue recommended to anyone.
+    removed beforehand.
     """
     recs = np.asarray(recs, dtype=np.int64)
-    n_items = relevant.shape[1] if n_items is None else n_items
     n_relevant = np.asarray(n_relevant, dtype=np.float64)
     if (n_relevant <= 0).any():
         raise ValueError("every evaluated user needs at least one relevant item")
@@ -47,15 +45,25 @@ def ranking_curves(recs: np.ndarray, relevant: sp.csr_matrix, n_relevant: np.nda
     ideal_cum = np.cumsum(discount)
     ideal = ideal_cum[np.minimum(k[None, :], n_relevant[:, None]).astype(np.int64) - 1]
     denom = np.minimum(k[None, :], n_relevant[:, None])
-    ap = np.cumsum(hit * cum / k[None, :], axis=1) / denom
     return {
-        "precision": (cum / k[None, :]).mean(axis=0),
-        "recall": (cum / n_relevant[:, None]).mean(axis=0),
-        "ndcg": (dcg / ideal).mean(axis=0),
-        "map": ap.mean(axis=0),
-        "hit_rate": (cum > 0).mean(axis=0),
-        "coverage": coverage_curve(recs, n_items),
+        "precision": cum / k[None, :],
+        "recall": cum / n_relevant[:, None],
+        "ndcg": dcg / ideal,
+        "map": np.cumsum(hit * cum / k[None, :], axis=1) / denom,
+        "hit_rate": (cum > 0).astype(np.float64),
     }
+
+
+def ranking_curves(recs: np.ndarray, relevant: sp.csr_matrix, n_relevant: np.ndarray,
+                   n_items: int | None = None) -> dict[str, np.ndarray]:
+    """Return ``{metric: (K,) mean over users at k = 1..K}`` for every metric in ``METRICS``.
+
+    See :func:`user_metrics`; coverage is the share of the ``n_items`` catalogue recommended to anyone.
+    """
+    n_items = relevant.shape[1] if n_items is None else n_items
+    per_user = user_metrics(recs, relevant, n_relevant)
+    return {**{name: values.mean(axis=0) for name, values in per_user.items()},
+            "coverage": coverage_curve(np.asarray(recs, dtype=np.int64), n_items)}
 
 
 def at_10(curves: dict[str, np.ndarray]) -> dict[str, float]:

@@ -1,5 +1,5 @@
-"""What both protocols share: the fitted and held-out parts of a phase, fitted models cached per
-configuration (rows share ALS and SVD fits), and scores in the reports' form (curves, rating errors).
+"""What both protocols share: the split and phase of a protocol, fitted models cached per
+configuration (rows and trials share fits), the lists of one recipe, and SVD's rating errors.
 """
 
 from __future__ import annotations
@@ -11,19 +11,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from batch import pipeline
-from batch.evaluation.metrics import ranking_curves, rating_errors
-from batch.evaluation.split import Fold, Split, make_fold
-from batch.models.als import train_als
-from batch.models.content import train_content
-from batch.models.popularity import item_stats
-from batch.models.svd import SVDModel, train_svd
+from batch.evaluation.metrics import rating_errors
+from batch.evaluation.split import Fold, Split, make_fold, split_ratings
+from batch.evaluation.temporal import ColdUsers, cold_users, split_by_time
+from batch.models import fit_source
+from batch.models.svd import SVDModel
 from batch.movielens import Movies, Ratings
-from batch.params import Params, group_names
+from batch.params import Params
 
 log = logging.getLogger(__name__)
 
-ALS_KEYS = group_names("als")  # every setting train_als receives: a model fitted without one is never reused
-SVD_KEYS = group_names("svd")
+PROTOCOLS = ("random", "temporal")
 
 
 def phase_parts(split: Split, phase: str) -> tuple[np.ndarray, np.ndarray]:
@@ -36,21 +34,48 @@ def phase_parts(split: Split, phase: str) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"unknown phase {phase!r}; choose validation or test")
 
 
+def split_for(ratings: Ratings, protocol: str, seed: int = 42) -> Split:
+    """``random``: the original 60/20/20 split by user; ``temporal``: one global cut by time."""
+    if protocol == "random":
+        return split_ratings(ratings, seed=seed)
+    if protocol == "temporal":
+        return split_by_time(ratings)
+    raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+
+
 def fold_for(ratings: Ratings, split: Split, phase: str, threshold: float = 4.0) -> Fold:
     """``validation``: fit on train, score validation; ``test``: fit on train + validation, score test."""
     return make_fold(ratings, *phase_parts(split, phase), threshold)
 
 
 @dataclass
+class Phase:
+    """One protocol's phase: the fold (warm users), its cold users (temporal) and a model cache."""
+
+    protocol: str
+    name: str
+    split: Split
+    fold: Fold
+    cold: ColdUsers | None
+    cache: ModelCache
+
+    @classmethod
+    def of(cls, ratings: Ratings, movies: Movies, protocol: str, phase: str, seed: int = 42) -> Phase:
+        split = split_for(ratings, protocol, seed)
+        fold = fold_for(ratings, split, phase)
+        cold = (cold_users(fold.data, ratings.take(phase_parts(split, phase)[1]))
+                if protocol == "temporal" else None)
+        return cls(protocol, phase, split, fold, cold, ModelCache(fold, movies))
+
+
+@dataclass
 class ModelCache:
-    """Fit each distinct ALS / SVD configuration once on ``fold``; content and counts are shared."""
+    """Fit each distinct model configuration once on ``fold`` (:meth:`pipeline.Models.fit`'s cache)."""
 
     fold: Fold
     movies: Movies
     timings: dict[str, float] = field(default_factory=dict)
-    _als: dict = field(default_factory=dict)
-    _svd: dict = field(default_factory=dict)
-    _shared: tuple | None = None
+    fitted: dict = field(default_factory=dict)
 
     def timed(self, name: str, fit):
         """Call ``fit()`` and add its wall time to ``timings[name]``."""
@@ -59,47 +84,34 @@ class ModelCache:
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
         return result
 
-    def svd(self, params: Params) -> SVDModel:
-        """Return SVD fitted with ``params``' SVD settings."""
-        key = tuple(getattr(params, k) for k in SVD_KEYS)
-        if key not in self._svd:
-            d = self.fold.data
-            self._svd[key] = self.timed("fit_svd", lambda: train_svd(
-                d.matrix, d.user_ids, d.item_ids, **params.kwargs("svd"))[0])
-        return self._svd[key]
+    def source(self, name: str, params: Params):
+        """Return model ``name`` fitted with ``params``' settings (once per configuration)."""
+        key = pipeline.model_key(name, params)
+        if key not in self.fitted:
+            genres = pipeline.item_genres(self.fold.data, self.movies) if name == "content" else None
+            self.fitted[key] = self.timed(f"fit_{name}", lambda: fit_source(name, self.fold.data, params,
+                                                                            genres))
+        return self.fitted[key]
+
+    def forget(self, name: str, params: Params) -> None:
+        """Drop model ``name`` fitted with ``params`` (a trial's model that nothing else will use)."""
+        self.fitted.pop(pipeline.model_key(name, params), None)
 
     def models(self, params: Params) -> pipeline.Models:
-        """Return the pipeline's models for ``params`` (ALS and SVD fitted at most once per config)."""
-        key = tuple(getattr(params, k) for k in ALS_KEYS)
-        if key not in self._als:
-            self._als[key] = self.timed("fit_als", lambda: train_als(
-                self.fold.data.matrix, **params.kwargs("als")))
-        if self._shared is None:
-            counts, _ = item_stats(self.fold.data.matrix)
-            content = self.timed("fit_content", lambda: train_content(
-                pipeline.item_genres(self.fold.data, self.movies), counts))
-            self._shared = (content, counts)
-        content, counts = self._shared
-        popular = pipeline.popular_scores(self.fold.data, params)
-        return pipeline.Models(self._als[key], content, self.svd(params), counts, popular)
+        """Return the pipeline's models for ``params`` (each model fitted at most once per config)."""
+        return self.timed("fit_pipeline", lambda: pipeline.Models.fit(self.fold.data, self.movies, params,
+                                                                      cache=self.fitted))
 
-
-def pad(recs: np.ndarray, k: int) -> np.ndarray:
-    """Cut or pad (with -1) ``recs`` to exactly ``k`` columns."""
-    if recs.shape[1] >= k:
-        return recs[:, :k]
-    return np.pad(recs, ((0, 0), (0, k - recs.shape[1])), constant_values=-1)
-
-
-def rounded_curves(recs: np.ndarray, relevant, n_relevant: np.ndarray, n_items: int) -> dict[str, list]:
-    """Return :func:`ranking_curves` as JSON-ready lists rounded to 6 decimals (the reports' form)."""
-    curves = ranking_curves(recs, relevant, n_relevant, n_items)
-    return {name: [round(float(v), 6) for v in values] for name, values in curves.items()}
-
-
-def score_lists(fold: Fold, users: np.ndarray, recs: np.ndarray, k: int) -> dict[str, list[float]]:
-    """Return the metric curves (k = 1..``k``) of ``recs`` for ``users`` (fold row indices)."""
-    return rounded_curves(pad(recs, k), fold.relevant()[users], fold.n_relevant[users], fold.data.n_items)
+    def lists(self, model: str, params: Params, users: np.ndarray, k: int,
+              exclude_seen: bool = True) -> np.ndarray:
+        """Top-``k`` ids of ``users`` from one model (a name in :data:`batch.models.SOURCES`) or from the
+        whole ``pipeline``; ``exclude_seen=False`` keeps fitted movies (the original protocol only)."""
+        data = self.fold.data
+        if model == "pipeline":
+            models = self.models(params)
+            cands = pipeline.candidates(models, data, users, params, exclude_seen=exclude_seen)
+            return pipeline.rank(models, users, cands, params.with_(top_n=k)).items
+        return self.source(model, params).recommend(users, data.matrix if exclude_seen else None, k)[0]
 
 
 def svd_errors(fold: Fold, svd: SVDModel) -> dict[str, float]:

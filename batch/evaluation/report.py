@@ -30,19 +30,43 @@ def table_rows(report: dict, k: int = 10, segment: str | None = None) -> tuple[l
 
 
 def summary(report: dict, k: int = 10) -> list[str]:
-    """Return one-line comparisons: the default pipeline with the others, the fallback with the seed's."""
+    """Return one-line comparisons: the default with the best tuned baseline (paired standard error),
+    with every other baseline, and the published fallback with the original one."""
     rows = {r["key"]: r for r in report["rows"]}
     lines = []
-    if "default" in rows:
+    paired = report.get("paired")
+    if paired and "default" in rows:
+        best = rows[paired["best_baseline"]]
+        for metric, short in (("precision", "P"), ("ndcg", "NDCG")):
+            d = paired["default_minus"][best["key"]][f"{metric}@10"]
+            ratio = _at(rows["default"], metric, 10) / max(_at(best, metric, 10), 1e-12)
+            lines.append(f"default pipeline vs the best tuned baseline, {best['name']}: {short}@10 "
+                         f"x{ratio:.3f}, difference {d['difference']:+.4f} (paired standard error "
+                         f"{d['standard_error']:.4f}, {paired['users']} users)")
         ours = _at(rows["default"], "precision", k)
-        for key in ("original", "als", "als_pop", "ease", "fallback", "most_rated"):
-            if key in rows and _at(rows[key], "precision", k) > 0:
+        for key in ("original", "als", "ease", "knn", "recent_pop"):
+            if key in rows and key != best["key"] and _at(rows[key], "precision", k) > 0:
                 ratio = ours / _at(rows[key], "precision", k)
                 lines.append(f"default pipeline vs {rows[key]['name']}: P@{k} x{ratio:.2f}")
     if "fallback@cold" in rows and _at(rows["popularity@cold"], "precision", k) > 0:
         ratio = _at(rows["fallback@cold"], "precision", k) / _at(rows["popularity@cold"], "precision", k)
         lines.append(f"cold users: published fallback vs original fallback: P@{k} x{ratio:.2f}")
     return lines
+
+
+def baselines_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Return (header, cells): every tuned baseline, its chosen settings and its validation figures."""
+    header = ["baseline", "chosen on validation", "configurations tried", "validation P@10",
+              "validation NDCG@10"]
+    cells = []
+    for key, doc in report.get("baselines", {}).items():
+        if not doc:
+            cells.append([key, "not tuned (built-in defaults)", "0", "", ""])
+            continue
+        settings = ", ".join(f"{k}={v}" for k, v in doc["settings"].items())
+        cells.append([key, settings, str(doc.get("trials", "")), f"{doc['validation']['precision@10']:.4f}",
+                      f"{doc['validation']['ndcg@10']:.4f}"])
+    return header, cells
 
 
 def _text_table(header: list[str], cells: list[list[str]]) -> list[str]:
@@ -131,7 +155,9 @@ def markdown(doc: dict, k: int = 10, plots: dict[str, str] | None = None, comman
                           *_md_table(*table_rows(report, k, segment)), ""]
             lines += ["### Cold-start lists (chosen on validation, never on test)", "",
                       *_md_table(*fallback_table(report)), "", f"{recency_line(report)}.", ""]
-        lines += ["", *(f"- {s}" for s in summary(report, k)), "", f"### Protocol ({name})", ""]
+        lines += ["", *(f"- {s}" for s in summary(report, k)), "",
+                  f"### Tuned baselines ({name}: each chosen on this protocol's validation phase)", "",
+                  *_md_table(*baselines_table(report)), "", f"### Protocol ({name})", ""]
         lines += [f"- **{key}**: {_plain(value)}" for key, value in proto.items()]
         lines += [f"- **timings (s)**: {_plain(report['timings'])}"]
         if name in plots:

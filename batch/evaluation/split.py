@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.model_selection import train_test_split
 
+from batch.evaluation.scoring import Truth
 from batch.interactions import Interactions
 from batch.movielens import Ratings
 from lookup_api.contract.errors import RecsysError
@@ -76,6 +77,11 @@ class Fold:
     def users(self) -> np.ndarray:
         """Return the row indices of every user with at least one relevant held-out movie."""
         return np.flatnonzero(self.n_relevant > 0)
+
+    def truth(self, users: np.ndarray | None = None) -> Truth:
+        """Return what ``users`` (default: :meth:`users`) liked in the held-out part, for scoring."""
+        users = self.users() if users is None else users
+        return Truth(self.relevant()[users], self.n_relevant[users], self.data.n_items)
 
 
 def make_fold(ratings: Ratings, fit: np.ndarray, heldout: np.ndarray, threshold: float = 4.0) -> Fold:

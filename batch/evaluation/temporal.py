@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from batch.evaluation.scoring import Truth
 from batch.evaluation.split import EvaluationError, Split
 from batch.interactions import Interactions
 from batch.movielens import Ratings
@@ -71,6 +72,10 @@ class ColdUsers:
 
     def __len__(self) -> int:
         return len(self.user_ids)
+
+    def truth(self) -> Truth:
+        """What the cold users liked, for scoring."""
+        return Truth(self.relevant, self.n_relevant, self.relevant.shape[1])
 
 
 def cold_users(data: Interactions, held: Ratings, threshold: float = 4.0) -> ColdUsers:

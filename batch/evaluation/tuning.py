@@ -1,9 +1,11 @@
-"""``tune``: a coarse-to-fine search on the validation part (fit on train); test is never read.
+"""``tune``: every choice on a protocol's validation phase (fit on train, score validation; test is
+never read), and the tuned file (``batch/tuned_params.json``) assembled in one place (:func:`assemble`).
 
-Stages: SVD by validation RMSE; ALS alone by P@10 (coarse over weighting x regularisation x
-alpha, then factors and a finer grid around the best); the ranking blend and the candidate
-counts on the full pipeline for the best ALS configurations; EASE's L2 for the baseline row.
-Every choice maximises validation P@10 (ties: NDCG@10).
+Per protocol, every tuned baseline of :mod:`batch.evaluation.rows` is searched over its grid
+(:data:`batch.evaluation.rows.GRIDS`).  On the temporal protocol the popular (cold-start) list is
+chosen for cold users (:func:`batch.evaluation.fallback.choose_fallback`) and the default pipeline
+is searched in stages (:attr:`SearchSpace.stages`), each keeping the best of its grid, starting from
+the tuned ALS and EASE baselines' settings.  Every choice maximises validation P@10 (ties: NDCG@10).
 """
 
 from __future__ import annotations
@@ -11,171 +13,228 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import product
 from pathlib import Path
 
 import numpy as np
 
-from batch import pipeline
-from batch.evaluation import baselines
-from batch.evaluation.metrics import by_p10, ranking_curves
-from batch.evaluation.protocol import ModelCache, fold_for, svd_errors
-from batch.evaluation.split import split_ratings
-from batch.models.ease import train_ease
+from batch.evaluation.fallback import choose_fallback
+from batch.evaluation.protocol import PROTOCOLS, Phase
+from batch.evaluation.rows import GRIDS, SMALL_GRIDS, TUNED_ROWS, original
+from batch.evaluation.scoring import Scores, paired_difference, score
 from batch.movielens import Movies, Ratings
 from batch.params import Params
 
 log = logging.getLogger(__name__)
 
+OBJECTIVE = "validation precision@10 (ties: NDCG@10); test never read"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the default's search over ``values`` (setting -> values tried).
+
+    ``grid``: every combination, the best kept; ``greedy``: one setting at a time, each value tried
+    alone, the best kept before the next setting; ``ascent``: coordinate ascent, rounds of
+    ``greedy`` until nothing changes (at most ``rounds``).  Each stage starts from the best so far.
+    """
+
+    name: str
+    kind: str
+    values: dict
+    rounds: int = 4
+
+    def configurations(self) -> int:
+        sizes = [len(v) for v in self.values.values()]
+        return int(np.prod(sizes)) if self.kind == "grid" else sum(sizes)
+
+
+BLEND = {"ranker": "blend", "blend_form": "z", "blend_ease": 1.0, "blend_pop": 0.0}
+STAGES = (
+    Stage("blend", "grid", {"blend_als": (0.0, 0.5, 1.0, 1.5), "blend_svd": (0.0, 0.1, 0.2, 0.4)}),
+    Stage("pool", "grid", {"candidates": (100, 200, 400), "ease_candidates": (0, 100)}),
+    Stage("terms", "greedy", {"blend_fresh": (0.0, 0.1, 0.2, 0.4), "blend_year": (0.0, 0.1, 0.2, 0.4),
+                              "blend_pop": (0.0, 0.1, 0.2, 0.4)}),
+    Stage("edges", "ascent", {"blend_als": (1.0, 1.5, 2.0, 3.0), "blend_svd": (0.2, 0.4, 0.6, 0.8),
+                              "blend_fresh": (0.2, 0.4, 0.6, 0.8), "blend_year": (0.0, 0.1, 0.2, 0.3)}),
+)
+
+
+def _stages() -> tuple[Stage, ...]:
+    return STAGES
+
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """What ``tune`` tries (defaults sized for ML-1M on 2 cores: about 5 minutes)."""
+    """What ``tune`` tries: each baseline's grid and the default's stages."""
 
-    svd: tuple = tuple((f, e, lr, r) for (f, e) in ((50, 20), (50, 30), (100, 20), (100, 30))
-                       for lr in (0.005, 0.01) for r in (0.02, 0.05, 0.08))
-    weightings: tuple = ("raw", "liked", "binary", "bm25")
-    # per weighting, multiplies `alphas` (binary and bm25 confidences are on another scale)
-    alpha_scale: dict = field(default_factory=lambda: {"binary": 4.0, "bm25": 2.0})
-    alphas: tuple = (0.5, 1.0, 2.0)
-    regularizations: tuple = (5.0, 20.0, 50.0, 100.0)
-    coarse_factors: int = 64
-    factors: tuple = (32, 64, 128)
-    fine_steps: tuple = (0.7, 1.0, 1.4)
-    top_als: int = 3
-    blends: tuple = (
-        *({"blend_form": "product", "blend_als": 1.0, "blend_svd": s, "blend_scale": c, "blend_pop": p}
-          for s in (0.5, 1.0, 1.5, 2.0) for c in (0.5, 1.0, 2.0) for p in (-0.1, 0.0, 0.1)),
-        *({"blend_form": "linear", "blend_als": 1.0, "blend_svd": s, "blend_pop": p}
-          for s in (0.05, 0.1, 0.2) for p in (0.0, 0.02)),
-    )
-    candidates: tuple = ((50, 30), (100, 0), (100, 30), (200, 30))
-    ease_l2: tuple = (100.0, 300.0, 1000.0, 2000.0, 4000.0)
+    grids: dict = field(default_factory=lambda: dict(GRIDS))
+    stages: tuple = field(default_factory=_stages)
 
-    def scale(self, weighting: str) -> float:
-        """Return the alpha multiplier of ``weighting``."""
-        return self.alpha_scale.get(weighting, 1.0)
+    def small(self) -> SearchSpace:
+        """A tiny space (smoke tests)."""
+        stages = tuple(Stage(st.name, st.kind, {k: v[:2] for k, v in list(st.values.items())[:2]}, 1)
+                       for st in self.stages)
+        return SearchSpace(dict(SMALL_GRIDS), stages)
 
 
-SMALL = SearchSpace(svd=((10, 10, 0.01, 0.05), (20, 10, 0.01, 0.02)), weightings=("raw", "binary"),
-                    alphas=(1.0,), regularizations=(0.1, 1.0), coarse_factors=8, factors=(8,),
-                    fine_steps=(1.0,), top_als=1, blends=SearchSpace.blends[:3] + SearchSpace.blends[-1:],
-                    candidates=((20, 5),), ease_l2=(10.0, 100.0))
+SMALL = SearchSpace().small()
+
+
+def tune_baselines(ph: Phase, base: Params, grids: dict) -> tuple[dict, list[dict]]:
+    """Search every tuned baseline's grid on ``ph`` (a validation phase); return (section, trials)."""
+    warm = ph.fold.users()
+    truth = ph.fold.truth(warm)
+    section, trials = {}, []
+    for row in TUNED_ROWS:
+        best = None
+        started = time.perf_counter()
+        for settings in grids[row.key]:
+            params = original(base).with_(**settings)
+            result = score(ph.cache.lists(row.model, params, warm, 10), truth)
+            ph.cache.forget(row.model, params)  # e.g. dozens of EASE inverses would not fit in memory
+            trials.append({"stage": f"baseline {row.key}", **settings, **result.at_10()})
+            if best is None or result.key() > best[0].key():
+                best = (result, settings)
+        section[row.key] = {"model": row.model, "settings": best[1], "validation": best[0].at_10(),
+                            "trials": len(grids[row.key]), "seconds": round(time.perf_counter() - started, 1)}
+        log.info("%s %s: %s, validation %s", ph.protocol, row.key, best[1], best[0].at_10())
+    return section, trials
+
+
+def tune_default(ph: Phase, start: Params, stages: tuple[Stage, ...],
+                 bar: dict[str, float]) -> tuple[Params, Scores, list[dict]]:
+    """Search the default pipeline stage by stage on ``ph``; return (params, scores, trials).
+
+    The objective is ``min(P@10 / bar P@10, NDCG@10 / bar NDCG@10)``, ``bar`` being the best tuned
+    baselines' validation values: the default must lead in both (ties: P@10, then NDCG@10).
+    """
+    warm = ph.fold.users()
+    truth = ph.fold.truth(warm)
+    trials: list[dict] = []
+
+    def objective(result: Scores) -> tuple[float, float, float]:
+        p, n = result.key()
+        return min(p / bar["precision@10"], n / bar["ndcg@10"]), p, n
+
+    def trial(stage: str, params: Params, changes: dict) -> tuple:
+        result = score(ph.cache.lists("pipeline", params, warm, 10), truth)
+        value = objective(result)
+        trials.append({"stage": f"default {stage}", **changes, **result.at_10(),
+                       "objective": round(value[0], 5)})
+        return value, result
+
+    best = start.with_(**BLEND)
+    best_value, best_scores = trial("start", best, BLEND)
+    for stage in stages:
+        if stage.kind == "grid":  # the best of the grid, whether or not it beats the stage's start
+            names, found = list(stage.values), None
+            for combo in product(*stage.values.values()):
+                changes = dict(zip(names, combo, strict=True))
+                value, result = trial(stage.name, best.with_(**changes), changes)
+                if found is None or value > found[0]:
+                    found = (value, result, best.with_(**changes))
+            best_value, best_scores, best = found
+        for _ in range(0 if stage.kind == "grid" else stage.rounds if stage.kind == "ascent" else 1):
+            moved = False
+            for name, values in stage.values.items():
+                for v in values:
+                    if getattr(best, name) == v:
+                        continue
+                    value, result = trial(stage.name, best.with_(**{name: v}), {name: v})
+                    if value > best_value:
+                        best, best_value, best_scores, moved = best.with_(**{name: v}), value, result, True
+            if not moved:
+                break
+        log.info("default after %s: %s (objective %.4f)", stage.name, best_scores.at_10(), best_value[0])
+    return best, best_scores, trials
 
 
 def tune(ratings: Ratings, movies: Movies, base: Params | None = None, space: SearchSpace = SearchSpace(),
-         seed: int = 42) -> dict:
-    """Search ``space`` on validation and return the tuned-file document (``params`` + provenance)."""
-    started = time.perf_counter()
+         protocols: tuple[str, ...] = PROTOCOLS, seed: int = 42) -> dict:
+    """Run every search on the validation phase of each of ``protocols``; return the file's sections."""
     base = (base or Params()).with_(seed=seed)
-    fold = fold_for(ratings, split_ratings(ratings, seed=seed), "validation")
-    users, data = fold.users(), fold.data
-    relevant, n_relevant = fold.relevant()[users], fold.n_relevant[users]
-    cache = ModelCache(fold, movies)
-    trials: list[dict] = []
+    sections: dict = {"baselines": {}, "trials": {}, "validation": {}}
+    for protocol in protocols:
+        started = time.perf_counter()
+        ph = Phase.of(ratings, movies, protocol, "validation", seed)
+        baselines, trials = tune_baselines(ph, base, space.grids)
+        sections["baselines"][protocol] = baselines
+        if protocol == "temporal":
+            fallback, fallback_trials, guard = choose_fallback(ph.fold.data, ph.cold, base)
+            trials += [{"stage": "fallback", **t} for t in fallback_trials]
+            sections["fallback"] = {"chosen": fallback, "recency_guard": guard}
+            als, ease = (baselines[k]["settings"] for k in ("als", "ease"))
+            start = base.with_(**fallback, **als, **ease)
+            bar = {m: max(b["validation"][m] for b in baselines.values())
+                   for m in ("precision@10", "ndcg@10")}
+            params, result, default_trials = tune_default(ph, start, space.stages, bar)
+            trials += default_trials
+            sections["params"] = params
+            best = max(baselines, key=lambda k: (baselines[k]["validation"]["precision@10"],
+                                                 baselines[k]["validation"]["ndcg@10"]))
+            bl = original(base).with_(**baselines[best]["settings"])
+            paired = paired_difference(result, score(ph.cache.lists(baselines[best]["model"], bl,
+                                                                    ph.fold.users(), 10), ph.fold.truth()))
+            sections["validation"][protocol] = {"default": result.at_10(), "bar": bar, "best_baseline": best,
+                                                "default_minus_best_baseline": paired,
+                                                "users": {"warm": len(ph.fold.users()), "cold": len(ph.cold)}}
+        else:
+            sections["validation"][protocol] = {"users": len(ph.fold.users())}
+        sections["trials"][protocol] = trials
+        sections["validation"][protocol]["seconds"] = round(time.perf_counter() - started, 1)
+    if "params" not in sections:
+        sections["params"] = base
+    return sections
 
-    def score(stage: str, recs: np.ndarray, **changes) -> tuple[float, float]:
-        curves = ranking_curves(recs[:, :10], relevant, n_relevant, data.n_items)
-        metrics = {"precision@10": round(float(curves["precision"][-1]), 5),
-                   "ndcg@10": round(float(curves["ndcg"][-1]), 5)}
-        trials.append({"stage": stage, **changes, **metrics})
-        log.info("%s %s: P@10 %.4f NDCG@10 %.4f", stage, changes, *by_p10(metrics))
-        return by_p10(metrics)
 
-    # 1. SVD: the rating model, by validation RMSE.
-    best_rmse = None
-    for f, e, lr, r in space.svd:
-        p = base.with_(svd_factors=f, svd_epochs=e, svd_lr=lr, svd_reg=r)
-        errors = svd_errors(fold, cache.svd(p))
-        trials.append({"stage": "svd", "svd_factors": f, "svd_epochs": e, "svd_lr": lr, "svd_reg": r,
-                       **{k: round(v, 5) for k, v in errors.items()}})
-        if best_rmse is None or errors["rmse"] < best_rmse[0]:
-            best_rmse = (errors["rmse"], p)
-    base = best_rmse[1]
-    log.info("SVD: best validation RMSE %.4f", best_rmse[0])
+def assemble(previous: dict, sections: dict, provenance: dict, space: SearchSpace, seed: int) -> dict:
+    """The tuned file: this run's sections over ``previous`` (a protocol not re-tuned keeps its own)."""
+    if previous.get("version") != 2:  # an older layout: nothing to keep but its parameters (the base)
+        previous = {}
 
-    # 2. ALS alone: coarse, then factors, then a finer regularisation x alpha grid.
-    def als_trial(stage: str, p: Params) -> tuple:
-        recs = baselines.als_only(cache.models(p), data, users, 10)
-        return score(stage, recs, als_weighting=p.als_weighting, als_factors=p.als_factors,
-                     als_regularization=p.als_regularization, als_alpha=p.als_alpha), p
+    def merged(name: str) -> dict:
+        return {**previous.get(name, {}), **sections.get(name, {})}
 
-    found = [als_trial("als-coarse", base.with_(als_weighting=w, als_factors=space.coarse_factors,
-                                                als_regularization=r, als_alpha=a * space.scale(w)))
-             for w in space.weightings for r in space.regularizations for a in space.alphas]
-    best = max(found, key=lambda t: t[0])[1]
-    found += [als_trial("als-factors", best.with_(als_factors=f)) for f in space.factors
-              if f != best.als_factors]
-    best = max(found, key=lambda t: t[0])[1]
-    found += [als_trial("als-fine", best.with_(als_regularization=best.als_regularization * sr,
-                                               als_alpha=best.als_alpha * sa))
-              for sr, sa in product(space.fine_steps, space.fine_steps) if (sr, sa) != (1.0, 1.0)]
-    found.sort(key=lambda t: t[0], reverse=True)
-    als_best = found[0]
-
-    # 3. The ranking blend on the full pipeline, for the best ALS configurations.
-    ranked = []
-    for _, p in found[: space.top_als]:
-        models = cache.models(p)
-        cands = pipeline.candidates(models, data, users, p)
-        for blend in space.blends:
-            q = p.with_(ranker="blend", **blend)
-            recs = pipeline.rank(models, users, cands, q.with_(top_n=10)).items
-            ranked.append((score("blend", recs, als_factors=q.als_factors, als_weighting=q.als_weighting,
-                                 als_regularization=q.als_regularization, als_alpha=q.als_alpha, **blend), q))
-    best = max(ranked, key=lambda t: t[0])[1]
-    for n_als, n_content in space.candidates:
-        q = best.with_(candidates=n_als, content_candidates=n_content)
-        recs = baselines.two_stage(cache.models(q), data, users, 10, q)
-        ranked.append((score("candidates", recs, candidates=n_als, content_candidates=n_content), q))
-    chosen_key, chosen = max(ranked, key=lambda t: t[0])
-
-    # 4. EASE's L2 for the external baseline row (not part of the pipeline).
-    eases = []
-    for l2 in space.ease_l2:
-        recs = train_ease(data.matrix, l2).recommend(users, data.matrix, 10)[0]
-        eases.append((score("ease", recs, ease_l2=l2), l2))
-    ease_key, ease_l2 = max(eases)
-
-    original = Params(seed=seed)
-    original_key = score("original", baselines.two_stage(cache.models(original), data, users, 10, original))
-    seconds = time.perf_counter() - started
-    log.info("tune: chosen P@10 %.4f NDCG@10 %.4f in %.0fs (%s trials)", *chosen_key, seconds, len(trials))
-    summary = {name: {"precision@10": k[0], "ndcg@10": k[1]} for name, k in (
-        ("default", chosen_key), ("als_only", als_best[0]), ("ease", ease_key), ("original", original_key))}
-    summary["svd_rmse"] = round(best_rmse[0], 5)
+    params: Params = sections["params"]
     return {
-        "version": 1,
+        "version": 2,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "objective": "validation precision@10 (ties: NDCG@10); SVD by validation RMSE",
-        "protocol": {"split": "60/20/20 stratified by user", "seed": seed, "fit_on": "train",
-                     "scored_on": "validation", "users": len(users), "relevance": "rating >= 4"},
-        "params": chosen.to_dict(),
-        "baselines": {"ease_l2": ease_l2},
-        "validation": summary,
-        "search_space": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(space).items()},
-        "seconds": round(seconds, 1),
-        "trials": trials,
+        **provenance,
+        "objective": OBJECTIVE,
+        "protocol": {"random": "60/20/20 stratified by user, seed "
+                               f"{seed}: fit on train, scored on validation",
+                     "temporal": "global time split 80/10/10: fit on train (earliest 80%), scored on "
+                                 "validation (next 10%), warm users for the baselines and the default, "
+                                 "cold users for the fallback",
+                     "scored_on": "validation", "relevance": "rating >= 4"},
+        "params": params.to_dict(),
+        "fallback": sections.get("fallback", previous.get("fallback", {})),
+        "baselines": merged("baselines"),
+        "validation": merged("validation"),
+        "search_space": {"grids": {k: list(v) for k, v in space.grids.items()},
+                         "default": [{"stage": st.name, "kind": st.kind, **{k: list(v) for k, v in
+                                                                            st.values.items()}}
+                                     for st in space.stages]},
+        "trials": merged("trials"),
     }
 
 
 def dumps(doc: dict) -> str:
     """Serialise a tuned-file document: indented, but one line per trial and per search-space entry."""
-    parts = []
-    for key, value in doc.items():
-        if isinstance(value, list) and value:
-            body = ",\n".join(f"  {json.dumps(v)}" for v in value)
-            parts.append(f' {json.dumps(key)}: [\n{body}\n ]')
-        elif isinstance(value, dict) and "trials" in value:
-            parts.append(f" {json.dumps(key)}: " + dumps(value).rstrip().replace("\n", "\n "))
-        elif key == "search_space":
-            body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
-            parts.append(f' {json.dumps(key)}: {{\n{body}\n }}')
-        else:
-            parts.append(f" {json.dumps(key)}: " + json.dumps(value, indent=1).replace("\n", "\n "))
-    return "{\n" + ",\n".join(parts) + "\n}\n"
+    def render(value, indent: str) -> str:
+        if isinstance(value, list) and value and all(isinstance(v, dict | list) for v in value):
+            body = ",\n".join(f"{indent} {json.dumps(v)}" for v in value)
+            return f"[\n{body}\n{indent}]"
+        if isinstance(value, dict) and value:
+            body = ",\n".join(f"{indent} {json.dumps(k)}: {render(v, indent + ' ')}"
+                               for k, v in value.items())
+            return f"{{\n{body}\n{indent}}}"
+        return json.dumps(value)
+
+    return render(doc, "") + "\n"
 
 
 def write_tuned(doc: dict, path: Path | str) -> Path:

@@ -7,9 +7,14 @@ counts ``0.5 ** (age / half_life)`` instead of 1 (needs the ratings' timestamps)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 
+from batch.interactions import Interactions
+from batch.models.base import Recommender
+from batch.models.topn import chunked_top_n
 from batch.params import POPULARITY_RULES
 
 DAY = 86400.0
@@ -32,27 +37,29 @@ def recency_weights(times: np.ndarray, half_life_days: float) -> np.ndarray:
     return np.exp2(-(times.max() - times) / (half_life_days * DAY))
 
 
-def popularity_scores(ratings: sp.csr_matrix, rule: str = "damped", min_count: int = 100,
-                      damping: float = 100.0, *, times: np.ndarray | None = None,
-                      recency_days: float = 0.0, like_threshold: float = 4.0) -> np.ndarray:
+def popularity_scores(ratings: sp.csr_matrix, *, rule: str, min_count: int, damping: float,
+                      recency_days: float, window_days: float, like_threshold: float,
+                      times: np.ndarray | None) -> np.ndarray:
     """Score every item (n_items,) for the popular list; higher is better.
 
     ``mean``: the original rule, mean rating among items with >= ``min_count`` ratings
     (others -inf).  ``damped``: (sum + damping * global_mean) / (count + damping), a
     Bayesian mean that needs no hard cut-off.  ``count``: number of ratings.  ``liked``:
     number of ratings >= ``like_threshold``.  ``recency_days`` > 0 weighs every rating by
-    its recency (``times``, aligned with ``ratings.data``, is then required); ``min_count``
-    always counts unweighted ratings.
+    its recency; ``window_days`` > 0 counts only the ratings of the last ``window_days`` days
+    before the newest one (``times``, aligned with ``ratings.data``, is then required);
+    ``min_count`` always counts unweighted ratings.
     """
     if rule not in POPULARITY_RULES:
         raise ValueError(f"unknown popularity rule {rule!r}; choose from {', '.join(POPULARITY_RULES)}")
     n_items = ratings.shape[1]
-    if recency_days > 0:
+    weights = np.ones(ratings.nnz)
+    if recency_days > 0 or window_days > 0:
         if times is None or len(times) != ratings.nnz:
             raise ValueError("a recency-weighted popular list needs one timestamp per rating")
         weights = recency_weights(times, recency_days)
-    else:
-        weights = np.ones(ratings.nnz)
+        if window_days > 0 and len(times):
+            weights = weights * (np.asarray(times) >= np.max(times) - window_days * DAY)
     cols = ratings.indices
     if rule == "liked":
         return np.bincount(cols, weights=weights * (ratings.data >= like_threshold), minlength=n_items)
@@ -65,6 +72,49 @@ def popularity_scores(ratings: sp.csr_matrix, rule: str = "damped", min_count: i
         return (sums + damping * mu) / (counts + damping)
     means = np.divide(sums, counts, out=np.zeros(n_items), where=counts > 0)
     return np.where(np.bincount(cols, minlength=n_items) >= min_count, means, -np.inf)
+
+
+@dataclass
+class PopularityModel(Recommender):
+    """One score per item (``scores``, (n_items,)): the same order for everyone, minus what they rated.
+
+    Users the model was not fitted on get the list as is (the cold-start fallback).
+    """
+
+    scores: np.ndarray
+    fitted_users: int
+
+    @property
+    def n_users(self) -> int:
+        return self.fitted_users
+
+    @property
+    def n_items(self) -> int:
+        return len(self.scores)
+
+    def top(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The popular list itself: the ``n`` best items and their scores (no exclusion)."""
+        return top_popular(self.scores, n)
+
+    def unknown(self, count: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        items, scores = self.top(n)
+        ids = np.full((count, n), -1, dtype=np.int64)
+        out = np.full((count, n), -np.inf, dtype=np.float32)
+        ids[:, : len(items)], out[:, : len(items)] = items, scores
+        return ids, out
+
+    def _recommend(self, users: np.ndarray, exclude: sp.csr_matrix, n: int):
+        row = np.where(np.isfinite(self.scores), self.scores, -np.inf).astype(np.float32)[None, :]
+        return chunked_top_n(lambda batch: np.repeat(row, len(batch), axis=0), users, exclude, n)
+
+
+def fit(data: Interactions, *, rule: str, min_count: int, damping: float, recency_days: float,
+        window_days: float, like_threshold: float) -> PopularityModel:
+    """Fit the popular list of ``data`` under ``rule`` (see :func:`popularity_scores`)."""
+    scores = popularity_scores(data.matrix, rule=rule, min_count=min_count, damping=damping,
+                               recency_days=recency_days, window_days=window_days,
+                               like_threshold=like_threshold, times=data.times)
+    return PopularityModel(np.asarray(scores, dtype=np.float64), data.n_users)
 
 
 def top_popular(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,11 +12,15 @@ from itertools import chain, repeat
 import numpy as np
 import scipy.sparse as sp
 
+from batch.interactions import Interactions
+from batch.models.base import Recommender
+from batch.models.topn import chunked_top_n
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class SVDModel:
+class SVDModel(Recommender):
     """Biased MF: r(u, i) = mu + bu[u] + bi[i] + pu[u] . qi[i] on our row/column indices.
 
     ``pu`` (n_users, f), ``qi`` (n_items, f), ``bu`` (n_users,), ``bi`` (n_items,), float32:
@@ -47,6 +51,18 @@ class SVDModel:
         if clip:
             est = np.clip(est, *self.rating_scale)
         return np.where(items >= 0, est, -np.inf)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.bu)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.bi)
+
+    def _recommend(self, users: np.ndarray, exclude: sp.csr_matrix, n: int):
+        """SVD's predicted rating over the full catalogue."""
+        return chunked_top_n(self.score_all, users, exclude, n)
 
     def baseline(self, items: np.ndarray) -> np.ndarray:
         """Predict ``items`` for a user SVD knows nothing about: mu + bi, clipped to the scale."""
@@ -100,11 +116,11 @@ def train_svd(
     user_ids: np.ndarray,
     item_ids: np.ndarray,
     *,
-    factors: int = 50,
-    lr: float = 0.005,
-    reg: float = 0.02,
-    epochs: int = 20,
-    seed: int = 42,
+    factors: int,
+    lr: float,
+    reg: float,
+    epochs: int,
+    seed: int,
 ) -> tuple[SVDModel, object]:
     """Fit ``surprise.SVD`` on explicit ratings (n_users, n_items); return (arrays, algo)."""
     from surprise import SVD
@@ -127,3 +143,9 @@ def train_svd(
         rating_scale=tuple(map(float, trainset.rating_scale)),
     )
     return model, algo
+
+
+def fit(data: Interactions, *, factors: int, lr: float, reg: float, epochs: int, seed: int) -> SVDModel:
+    """Fit SVD on ``data``'s explicit ratings (in this process; see :mod:`batch.models.svd_process`)."""
+    return train_svd(data.matrix, data.user_ids, data.item_ids, factors=factors, lr=lr, reg=reg,
+                     epochs=epochs, seed=seed)[0]
