@@ -188,9 +188,9 @@ def run_extras(keys: Keys, run_id: str, data: Interactions, movies: Movies, mode
     names = sorted({g for gs in genres_of for g in gs})
     for genre in names:
         inside = np.fromiter((genre in gs for gs in genres_of), dtype=bool, count=len(genres_of))
-        items = top_visible(np.where(inside, models.popularity, -np.inf), stored, hidden)
+        items = top_visible(np.where(inside, models.popularity.scores, -np.inf), stored, hidden)
         out.append((keys.genre_popular(run_id, genre),
-                    encode_one(heads, items, models.popularity[items], base[items])))
+                    encode_one(heads, items, models.popularity.scores[items], base[items])))
     factors = getattr(getattr(models, "als", None), "item_factors", None)
     weights = {s: w for s, w in SIMILAR_WEIGHTS.items() if w and (s != "factors" or factors is not None)}
     prior = models.counts / max(float(models.counts.max()), 1.0) * 0.999
@@ -253,8 +253,8 @@ def run_job(
     hidden_ids = store.hidden_ids() if store is not None else frozenset()
     hidden = hidden_columns(data, hidden_ids)  # titles hidden now are published nowhere
     heads = item_heads(data.item_ids, loaded.movies)
-    pop_ids = top_visible(models.popularity, stored, hidden)
-    popular = encode_one(heads, pop_ids, models.popularity[pop_ids], models.svd.baseline(pop_ids))
+    pop_ids = top_visible(models.popularity.scores, stored, hidden)
+    popular = encode_one(heads, pop_ids, models.popularity.scores[pop_ids], models.svd.baseline(pop_ids))
     items = drop_hidden(recs.items, hidden)
     lists = encode_lists(data.user_ids, items, recs.scores, recs.ratings, heads)
     extras = run_extras(store.keys if store is not None else Keys(), run_id, data, loaded.movies, models,
