@@ -103,7 +103,8 @@ def test_tune_quick_writes_a_loadable_versioned_file(tmp_path):
     rows, movies, _ = timed_dataset()
     directory = write_dataset(tmp_path / "timed", rows, movies)
     target = tmp_path / "tuned.json"
-    target.write_text(json.dumps(SMALL_PARAMS))
+    # a file of the older layout (version 1: trials as one list) gives only its parameters
+    target.write_text(json.dumps({**SMALL_PARAMS, "version": 1, "trials": [{"stage": "svd"}]}))
     result = invoke("--data-dir", str(directory), "-q", "tune", "--quick", "--output", str(target))
     assert result.exit_code == 0, result.output
     doc = tuned_document(target)
