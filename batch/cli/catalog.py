@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import click
 
-from batch.cli.common import Context, fail_cleanly, redis_errors
+from batch.cli.common import Context, redis_errors
 from lookup_api.contract.keys import MAX_ID
 
 MOVIE_IDS = click.argument("movie_ids", nargs=-1, required=True, type=click.IntRange(1, MAX_ID))
@@ -22,7 +22,6 @@ MOVIE_IDS = click.argument("movie_ids", nargs=-1, required=True, type=click.IntR
 @MOVIE_IDS
 @click.option("--reason", default="", help="Why (licence expired, legal request ...), shown by `hidden`.")
 @click.pass_obj
-@fail_cleanly
 def hide(obj: Context, movie_ids, reason):
     """Hide MOVIE_ID... from every list the API serves, within about a second; the next run
     publishes them nowhere.
@@ -40,7 +39,6 @@ def hide(obj: Context, movie_ids, reason):
 @click.command(short_help="Serve hidden titles again.")
 @MOVIE_IDS
 @click.pass_obj
-@fail_cleanly
 def unhide(obj: Context, movie_ids):
     """Serve MOVIE_ID... again (the live run's lists still hold them if it was published before
     they were hidden; otherwise from the next run).
@@ -58,7 +56,6 @@ def unhide(obj: Context, movie_ids):
 @click.command("hidden", short_help="List the hidden titles, with reasons and times.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-@fail_cleanly
 def hidden_cmd(obj: Context, as_json):
     """List the hidden titles with their reasons and when they were hidden.
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from batch.cli.common import Group, fail_cleanly
+from batch.cli.common import Group
 from lookup_api.where import redis_cli
 
 
@@ -27,7 +27,6 @@ def embedded():
 
 
 @embedded.command(short_help="Start the embedded server (if it is not running).")
-@fail_cleanly
 def start():
     """Start the embedded server unless it runs already; print its socket.
 
@@ -43,7 +42,6 @@ def start():
 
 @embedded.command(short_help="Show whether the embedded server runs, and where.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@fail_cleanly
 def status(as_json):
     """Show the embedded server's directory, socket, pid and data files.
 
@@ -72,7 +70,6 @@ def status(as_json):
 
 
 @embedded.command(short_help="Stop the embedded server (its data stays on disk).")
-@fail_cleanly
 def stop():
     """Stop the embedded server; the data stays in its directory for the next start.
 

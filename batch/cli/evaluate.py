@@ -11,17 +11,16 @@ from pathlib import Path
 
 import click
 
-from batch.cli.common import Context, fail_cleanly
+from batch.cli.common import Context
+from batch.cli.options import DOWNLOAD, PARAMS_FILE
 from batch.params import RANKERS, TUNED_PATH, Params, load_params, tuned_document
+from lookup_api.contract.errors import RecsysError
 
 
 def _command_line(ctx: click.Context) -> str:
     if os.path.basename(sys.argv[0]) == "recsys-batch":
         return shlex.join(["recsys-batch", *sys.argv[1:]])
     return ctx.command_path
-
-
-DOWNLOAD_HELP = "Download the dataset into --data-dir if it is not there. [env: RECSYS_DOWNLOAD]"
 
 
 def _load(obj: Context, download: bool):
@@ -46,14 +45,12 @@ def require_eval_extra() -> None:
 
     missing = [m for m in EVAL_EXTRA if importlib.util.find_spec(m) is None]
     if missing:
-        raise click.ClickException(f"the evaluation needs the eval extra ({', '.join(missing)} missing): "
+        raise RecsysError(f"the evaluation needs the eval extra ({', '.join(missing)} missing): "
                                    "run `uv sync --extra batch --extra eval`")
 
 
 @click.command(short_help="Compare the pipeline with tuned baselines on the random and time splits.")
-@click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help=f"The tuned file: the default pipeline and every baseline's settings [default: "
-                   f"{TUNED_PATH.name}, else built-in].")
+@PARAMS_FILE
 @click.option("--protocol", "protocols", type=click.Choice(["random", "temporal"]), multiple=True,
               help="random: the original 60/20/20 split by user; temporal: one global time split, warm "
                    "and cold users [default: both].")
@@ -68,9 +65,8 @@ def require_eval_extra() -> None:
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write evaluation.md, curves.png (random) and temporal.png (P@k, warm and cold users) "
                    "into this directory.")
-@click.option("--download", is_flag=True, envvar="RECSYS_DOWNLOAD", help=DOWNLOAD_HELP)
+@DOWNLOAD
 @click.pass_context
-@fail_cleanly
 def evaluate(ctx, params_file, protocols, ranker, phase, cutoff, original_users, json_path, report_dir,
              download):
     """Compare the pipeline with tuned baselines on the random split and on a time split (warm and cold
@@ -112,9 +108,8 @@ def evaluate(ctx, params_file, protocols, ranker, phase, cutoff, original_users,
                    "and the default pipeline on the time split [default: both].")
 @click.option("--quick", is_flag=True, help="A tiny search space (smoke tests), not for real use.")
 @click.option("--seed", type=int, default=42, help="Seed of the split and of the models.")
-@click.option("--download", is_flag=True, envvar="RECSYS_DOWNLOAD", help=DOWNLOAD_HELP)
+@DOWNLOAD
 @click.pass_context
-@fail_cleanly
 def tune(ctx, output, protocols, quick, seed, download):
     """Tune every baseline (per protocol), the fallback list and the default pipeline (temporal) on
     validation; write the tuned file.  Needs the `eval` extra.

@@ -9,7 +9,7 @@ import click
 
 from batch import telemetry
 from batch.cli.common import Context, redis_errors
-from batch.cli.options import ALLOW_EVICTION, DATASET_URL, FORCE, KEEP, PARAMS_FILE, param_options
+from batch.cli.options import ALLOW_EVICTION, DATASET_URL, DOWNLOAD, FORCE, KEEP, PARAMS_FILE, param_options
 from batch.params import load_params
 from lookup_api.contract.keys import MAX_ID
 from lookup_api.contract.meta import F, RunMeta
@@ -25,9 +25,7 @@ DEFAULT_N = 10  # items shown without -n, as the API's default ?n= (lookup_api.v
 @click.option("--dry-run", is_flag=True, help="Compute everything, write nothing to Redis.")
 @click.option("--lock-ttl", type=click.FloatRange(1), default=60.0,
               help="Seconds a crashed run's lock outlives its last heartbeat.")
-@click.option("--download", is_flag=True, envvar="RECSYS_DOWNLOAD",
-              help="Download the dataset into --data-dir if it is not there (the default data "
-                   "directory is always downloaded into). [env: RECSYS_DOWNLOAD]")
+@DOWNLOAD
 @DATASET_URL
 @click.option("--pushgateway", envvar="RECSYS_PUSHGATEWAY", default=None,
               help="Prometheus Pushgateway (host:port or URL) to push the run's metrics to, success or "

@@ -12,14 +12,17 @@ from batch.params import TUNED_PATH, declared, tuned_document
 from lookup_api.contract.keys import DEFAULT_KEEP
 
 PARAMS_FILE = click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
-                           help=f"Parameter file written by `tune` [default: {TUNED_PATH.name} in the batch "
-                                "package, else built-in defaults].")
+                           help=f"Parameter file written by `tune`: the pipeline's and the baselines' "
+                                f"[default: {TUNED_PATH.name} in the batch package, else built-in defaults].")
 DATASET_URL = click.option("--dataset-url", envvar="RECSYS_DATASET_URL", help="Mirror of the release's zip "
                            "(checksums are still verified). [env: RECSYS_DATASET_URL]")
 ALLOW_EVICTION = click.option("--allow-eviction", is_flag=True, envvar="RECSYS_ALLOW_EVICTION",
                               help="Publish to a Redis whose maxmemory-policy may evict keys (allkeys-*); "
                                    "users whose list is evicted get the popular list. [env: "
                                    "RECSYS_ALLOW_EVICTION]")
+DOWNLOAD = click.option("--download", is_flag=True, envvar="RECSYS_DOWNLOAD",
+                        help="Download the dataset into --data-dir if it is not there (the default data "
+                             "directory is always downloaded into). [env: RECSYS_DOWNLOAD]")
 KEEP = click.option("--keep", type=click.IntRange(1, 100), default=DEFAULT_KEEP,
                     help="Complete runs to keep in Redis (older ones are deleted).")
 FORCE = click.option("--force", is_flag=True, help="Publish even a run the publish gate refuses (far fewer "
