@@ -156,5 +156,7 @@ def test_scale_benchmark_measures_every_stage():
     from tests.bench_scale import STAGES, measure
 
     result = measure(0.05, 0.1)
-    assert set(result["seconds"]) == set(STAGES) == set(result["peak_mib"])
+    assert set(result["seconds"]) == set(STAGES)
+    # peak memory per stage as run: the three fits are one "train" stage (pipeline.Models.fit)
+    assert set(result["peak_mib"]) == {"index", "train", "candidates", "rank", "serialise"}
     assert result["n_users"] == 302 and all(v > 0 for v in result["peak_mib"].values())

@@ -27,6 +27,7 @@ from batch.evaluation.metrics import ranking_curves
 from batch.evaluation.protocol import fold_for
 from batch.evaluation.split import Fold
 from batch.evaluation.temporal import split_by_time
+from batch.models import fit_source
 from batch.models.popularity import top_popular
 from batch.movielens import Movies, Ratings
 from batch.params import Params
@@ -104,9 +105,7 @@ def _top_of_dense(sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def candidates(fold: Fold, movies: Movies, params: Params) -> dict[str, dict]:
     """Return the candidate settings: name -> similar_items keyword arguments (or an EASE marker)."""
-    from batch.models.als import train_als
-
-    als = train_als(fold.data.matrix, **params.kwargs("als"))
+    als = fit_source("als", fold.data, params)
     out: dict[str, dict] = {"genre-only": {"weights": {"genres": 1.0}}}
     for shrink in SHRINKS:
         for g in GENRE_WEIGHTS:
@@ -146,7 +145,7 @@ def evaluate_phase(ratings: Ratings, movies: Movies, params: Params, phase: str,
                      "seconds": round(seconds, 2)})
 
     started = time.perf_counter()
-    popularity = pipeline.popular_scores(data, params)
+    popularity = fit_source("popularity", data, params).scores
     add("popular list (baseline)", popular_lists(popularity, seen, users), time.perf_counter() - started,
         "baseline")
     for name, kwargs in candidates(fold, movies, params).items():
