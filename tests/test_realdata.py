@@ -94,7 +94,7 @@ def test_ranking_is_vectorised_and_matches_surprise_predict(ml1m):
         runs.append(time.perf_counter() - started)
     vector_s = float(np.median(runs))
 
-    _, algo = train_svd(data.matrix, data.user_ids, data.item_ids, seed=params.seed)
+    _, algo = train_svd(data.matrix, data.user_ids, data.item_ids, **params.kwargs("svd"))
     sample = np.random.default_rng(0).choice(data.n_users, 300, replace=False)
     started = time.perf_counter()
     for u in sample:
