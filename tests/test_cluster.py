@@ -55,6 +55,9 @@ def test_publish_lookup_and_node_restart(cluster, small_dir):
     assert http.get("/recommendations/777777").get_json()["source"] == "popular"
     assert http.get("/readyz").status_code == 200
 
+    from lookup_api.contract.items import catalog_heads
+
+    heads = catalog_heads(node_get(cluster, Keys().catalog(run2)))  # read before a node goes away
     victim = cluster.ports[1]
     cluster.kill(victim)  # a master goes away mid-lookup: its slots are unserved
     statuses, stale = set(), 0
@@ -67,7 +70,7 @@ def test_publish_lookup_and_node_restart(cluster, small_dir):
             doc = resp.get_json()
             assert doc["run_id"] == run2
             stale += bool(doc.get("stale"))
-            assert doc.get("stale") or doc["items"] == store_items(cluster, run2, uid)
+            assert doc.get("stale") or doc["items"] == store_items(cluster, run2, uid, heads)
     print(f"\nnode {victim} down: statuses {sorted(statuses)}, {stale} stale popular fallbacks "
           f"over 300 lookups in {time.monotonic() - started:.1f}s")
     assert stale > 0  # lookups whose slot lived on the dead node fell back instead of failing
@@ -83,18 +86,23 @@ def test_publish_lookup_and_node_restart(cluster, small_dir):
     assert http.get("/readyz").status_code == 200
 
 
-def store_items(cluster: LocalCluster, run_id: str, uid: int) -> list[dict]:
-    """Read a list straight from the node that owns it (the test's own view of the truth)."""
-    import json
-
+def node_get(cluster: LocalCluster, key: str) -> bytes | None:
+    """GET ``key`` straight from the node that owns it (the test's own view of the truth)."""
     import redis
 
-    key = Keys().user(run_id, uid)
     for port in cluster.procs:
         try:
             raw = redis.Redis(port=port).get(key)
-        except redis.ResponseError:  # MOVED: another node owns the slot
+        except (redis.ResponseError, redis.ConnectionError):  # MOVED: another node owns it; or killed
             continue
         if raw is not None:
-            return json.loads(raw)[:10]
-    return []
+            return raw
+    return None
+
+
+def store_items(cluster: LocalCluster, run_id: str, uid: int, heads: dict) -> list[dict]:
+    """Return the first 10 items of a stored list, titles from the run's catalog (``heads``)."""
+    from lookup_api.contract.items import decode_items
+
+    raw = node_get(cluster, Keys().user(run_id, uid))
+    return decode_items(raw, heads)[:10] if raw is not None else []

@@ -16,8 +16,9 @@ from batch import pipeline
 from batch.cli import cli
 from batch.interactions import Interactions
 from batch.movielens_ratings import load_dir
-from batch.params import Params
+from batch.params import SPARE_ITEMS, Params
 from batch.store import RunStore
+from lookup_api.contract.items import decode_items
 from lookup_api.contract.keys import Keys
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
@@ -44,17 +45,18 @@ def test_run_publishes_every_user_atomically(real_data, redis_url, prefix, clien
     pipe = client.pipeline(transaction=False)
     for uid in data.user_ids.tolist():
         pipe.get(Keys(prefix).user(run1, uid))
+    heads = store.catalog(run1)  # titles and genres are stored once per run
     for row, raw in enumerate(pipe.execute()):
-        items = json.loads(raw)
+        items = decode_items(raw, heads)
         ids = [it["movie_id"] for it in items]
-        assert len(ids) == 50 == len(set(ids))
+        assert len(ids) == 50 + SPARE_ITEMS == len(set(ids))  # top-N and the spare items
         rated = set(data.item_ids[data.matrix[row].indices].tolist())
         assert not rated & set(ids)
         assert all(it["title"] == titles[it["movie_id"]] and it["genres"] for it in items)
         assert all(a["score"] >= b["score"] for a, b in itertools.pairwise(items))
         assert all(1.0 <= it["predicted_rating"] <= 5.0 for it in items)
-    popular = store.popular_list(run1)
-    assert len(popular) == 50 and popular[0]["title"]
+    popular = store.popular(run1)
+    assert len(popular) == 50 + SPARE_ITEMS and popular[0]["title"]
     meta = store.meta(run1)
     assert meta["n_users"] == "6040" and meta["status"] == "complete" and len(meta["dataset_sha256"]) == 64
     assert json.loads(meta["timings"])["train_svd"] > 0
