@@ -278,31 +278,25 @@ class Lookup:
 
     def max_n(self) -> int:
         """Return the list length the live run published (the largest valid ``n``)."""
-        if self.breaker.allow():
-            try:
-                with self.breaker.guard():
-                    return self._current()[0].top_n
-            except (KeyError, NoPopular):
-                self._runs.clear()
-            except UNAVAILABLE:
-                self._pointer = None
-        if self._last_good is None:
-            raise StoreUnavailable("Redis unavailable")
-        return self._last_good.top_n
+        return self._live_field("top_n")
 
     def genres(self) -> tuple[str, ...]:
         """Return the genres the live run has a popular list for (those ``?genre=`` accepts)."""
+        return self._live_field("genres")
+
+    def _live_field(self, name: str):
+        """Return attribute ``name`` of the live run, or of the last good one while Redis is unavailable."""
         if self.breaker.allow():
             try:
                 with self.breaker.guard():
-                    return self._current()[0].genres
+                    return getattr(self._current()[0], name)
             except (KeyError, NoPopular):
                 self._runs.clear()
             except UNAVAILABLE:
                 self._pointer = None
         if self._last_good is None:
             raise StoreUnavailable("Redis unavailable")
-        return self._last_good.genres
+        return getattr(self._last_good, name)
 
     def _stored(self, run: _Run, key: tuple, fetch) -> bytes | None:
         """Return one of ``run``'s genre or similar lists, cached; KeyError when the run was retired."""
