@@ -17,6 +17,12 @@ import time
 
 import redis
 from flask import Flask, Response, g, request
+
+# Set but empty means unset: prometheus_client would otherwise pick its multiprocess mode with the
+# directory "" and write its .db files into the working directory.  (Before its first import.)
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 

@@ -18,6 +18,8 @@ from lookup_api.contract.keys import Keys
 from tests.deploy_helpers import recsys_api
 from tests.prom_helpers import get_json, prometheus
 
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
 LOOKUP = "/recommendations/<user_id>"
 
 
@@ -225,3 +227,18 @@ def test_a_master_started_by_another_keeps_off_its_metrics_directory():
                          check=True)
     assert out.stdout.split()[0] == old_dir and os.path.isdir(old_dir), "a given directory is left in place"
     os.rmdir(old_dir)
+
+
+def test_an_empty_multiprocess_dir_writes_nothing_into_the_working_directory(redis_url, prefix, tmp_path):
+    """PROMETHEUS_MULTIPROC_DIR="" means unset: no counter_*.db / histogram_*.db land in the cwd."""
+    import os
+    import subprocess
+
+    code = ("from lookup_api import create_app; app = create_app(); c = app.test_client(); "
+            "assert c.get('/healthz').status_code == 200; assert c.get('/metrics').status_code == 200")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": "", "REDIS_URL": redis_url, "RECSYS_PREFIX": prefix,
+           "PYTHONPATH": str(ROOT)}
+    ran = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert not list(tmp_path.glob("*.db")), sorted(p.name for p in tmp_path.iterdir())
