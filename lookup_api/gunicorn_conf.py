@@ -4,7 +4,7 @@
     # is: gunicorn -c python:lookup_api.gunicorn_conf -w 2 -b 127.0.0.1:8000 'lookup_api:create_app()'
 
 Its settings (``PORT``, ``WEB_CONCURRENCY``, ``GUNICORN_THREADS``, ``GUNICORN_TIMEOUT``,
-``GUNICORN_GRACEFUL_TIMEOUT``, ``GUNICORN_KEEPALIVE``, ``GUNICORN_CONTROL_SOCKET``,
+``GUNICORN_GRACEFUL_TIMEOUT``, ``GUNICORN_KEEPALIVE``, ``GUNICORN_REUSE_PORT``, ``GUNICORN_CONTROL_SOCKET``,
 ``RECSYS_HEADER_TIMEOUT``, ``PROMETHEUS_MULTIPROC_DIR``, ``RECSYS_ACCESS_LOG``) and the access
 log's fields are listed in docs/deploy.md and docs/observability.md; command-line flags still
 override them.  Workers are :class:`lookup_api.server.Worker` (gunicorn's threaded worker with a
@@ -24,6 +24,7 @@ import atexit
 import json
 import os
 import shutil
+import socket
 import tempfile
 from datetime import UTC, datetime
 
@@ -63,6 +64,11 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE") or 5)
 if os.environ.get("GUNICORN_CONTROL_SOCKET"):
     control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
 accesslog = os.environ.get("RECSYS_ACCESS_LOG", "-") or None
+# One listening socket per worker (SO_REUSEPORT): the kernel spreads new connections over the
+# workers.  On one shared socket, the worker woken first accepts nearly every connection, and
+# kept-alive clients (a load balancer's pool, wrk) then load one worker, i.e. one core, while the
+# others idle.  Off for unix-socket binds (on_starting) and with GUNICORN_REUSE_PORT=false.
+reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "true").strip().lower() not in ("0", "false", "no", "off")
 
 
 class JsonAccessLogger(Logger):
@@ -95,12 +101,34 @@ class JsonAccessLogger(Logger):
 logger_class = JsonAccessLogger
 
 
+def _check_binds(server) -> str:
+    """Return how the workers listen.  With per-worker sockets, refuse a TCP address in use
+    (SO_REUSEPORT would share it silently with another server of this user); use one shared
+    socket for unix-socket and fd binds."""
+    addresses = server.cfg.address
+    if server.cfg.reuse_port and any(not isinstance(a, tuple) for a in addresses):
+        server.cfg.set("reuse_port", False)
+    shown = ", ".join(f"{a[0]}:{a[1]}" if isinstance(a, tuple) else str(a) for a in addresses)
+    if not server.cfg.reuse_port:
+        return f"{shown} (one socket shared by the workers)"
+    for host, port in () if _inherited else addresses:  # USR2: the old master's workers hold it on purpose
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise SystemExit(f"recsys-api: cannot listen on {host}:{port}: {exc.strerror}") from None
+    return f"{shown} (a socket per worker)"
+
+
 def on_starting(server) -> None:
     """Say where the API reads from; delete the metric files a previous gunicorn left in its directory."""
     _master[0] = os.getpid()  # after --daemon's fork
     if server is not None:
+        listening = _check_binds(server)
         redis_url = os.environ.get("REDIS_URL") or os.environ.get("RECSYS_REDIS_URL")
-        server.log.info("recsys-api: %s · metrics: %s", where.describe(redis_url=redis_url), multiproc_dir)
+        server.log.info("recsys-api: %s · listening on %s · metrics: %s", where.describe(redis_url=redis_url),
+                        listening, multiproc_dir)
     path = paths.private_dir(multiproc_dir, "PROMETHEUS_MULTIPROC_DIR")
     if _inherited:  # a user-set directory an older master is still writing to: keep its files
         return

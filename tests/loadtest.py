@@ -1,7 +1,9 @@
-"""Load-test harness: gunicorn on loopback + wrk (Debian package ``wrk``), bounded in time.
+"""Load-test harness: the shipped server (``recsys-api``) on loopback + wrk (Debian package ``wrk``).
 
 ``python -m tests.loadtest`` measures ``/recommendations/<random id>`` against a bare Flask
-endpoint returning constant JSON, same gunicorn settings, in one run, and prints both.
+endpoint returning constant JSON, under the same server and settings (``recsys-api``'s gunicorn
+config: 2 workers x 4 threads, a socket per worker, metrics, the JSON access log), alternated
+in rounds, and prints every round and the medians.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -18,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.conftest import free_port
+from tests.deploy_helpers import recsys_api
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,14 +39,51 @@ end
 """
 
 
+class ServerURL(str):
+    """A server's base URL, with the pid of its gunicorn master (``pid``)."""
+
+    pid: int
+
+
+def cpu_seconds(master: int) -> float:
+    """Return the CPU seconds (user + system) used so far by a gunicorn master and its workers."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(stat.parent.name) == master or int(fields[1]) == master:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+API = "lookup_api:create_app()"
+BARE = "tests.bare_app:create_app()"
+CONFIG = ("-c", "python:lookup_api.gunicorn_conf")  # what recsys-api runs gunicorn with
+
+
 @contextmanager
-def gunicorn(app: str, env: dict[str, str], workers: int = 2, threads: int = 1, args: tuple[str, ...] = ()):
-    """Run ``gunicorn [args] app`` on a free loopback port; yield its base URL; stop it afterwards."""
+def gunicorn(app: str, env: dict[str, str], workers: int = 2, args: tuple[str, ...] = ()):
+    """Serve ``app`` as deployed, on a free loopback port; yield its base URL; stop it afterwards.
+
+    The API is the ``recsys-api`` console script itself, any other app gunicorn with the same
+    config: same worker class, threads and sockets.  The access log (stdout) goes to /dev/null
+    unless ``env`` sets ``RECSYS_ACCESS_LOG``.
+    """
+    if app == API:
+        with recsys_api(env, *args, "--log-level", "warning", workers=workers) as api:
+            url = ServerURL(api.url)
+            url.pid = api.proc.pid
+            yield url
+        return
     port = free_port()
-    cmd = [sys.executable, "-m", "gunicorn", *args, "-w", str(workers), "--threads", str(threads),
-           "-b", f"127.0.0.1:{port}", "--log-level", "warning", app]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env})
-    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "gunicorn", *CONFIG, *args, "-w", str(workers), "-b", f"127.0.0.1:{port}",
+           "--log-level", "warning", app]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    url = ServerURL(f"http://127.0.0.1:{port}")
+    url.pid = proc.pid
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -124,8 +165,60 @@ def unhide(redis_url: str, prefix: str, hidden: list[int]) -> None:
     RunStore(redis.Redis.from_url(redis_url), Keys(prefix)).unhide(hidden)
 
 
+def describe(r: dict) -> str:
+    """One line of wrk figures."""
+    return (f"{r['requests']} requests, {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
+            f"p99 {r['p99_ms']:.2f} ms, non-2xx {r['non_2xx']}, socket errors {r['socket_errors']}"
+            + (f", server CPU {r['server_us']:.0f} us/request" if "server_us" in r else ""))
+
+
+def variants(suffix: str = "") -> dict[str, tuple[str, str | None, dict[str, str], str]]:
+    """Return name -> (app, path, extra env, query suffix): the bare endpoint and the API as shipped,
+    with ``suffix`` (filters) when given; all under the same server and config."""
+    out = {"bare": (BARE, None, {}, ""),
+           "api": (API, "/recommendations/", {}, ""),
+           "api, metrics off": (API, "/recommendations/", {"RECSYS_METRICS": "false"}, "")}
+    if suffix:
+        out["api+filters"] = (API, "/recommendations/", {}, suffix)
+    return out
+
+
+def compare(env: dict[str, str], names, seconds: int, rounds: int, connections: int = 32,
+            max_known: int = 6040, suffix: str = "", warmup: int = 5, log=print) -> dict[str, dict]:
+    """Run each variant of :func:`variants` for ``seconds`` after ``warmup`` seconds of the same load
+    (unmeasured: every worker's list cache fills, as on a server that has run for a while),
+    alternated in ``rounds``; return name ->
+    ``{"runs": [wrk figures], "rps", "p99_ms", "server_us", "errors", "of_bare"}`` (medians;
+    ``server_us``: CPU microseconds of the server's processes per request; ``of_bare``: req/s over
+    the bare endpoint's, paired by round, median)."""
+    table = variants(suffix)
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            app, path, extra, query = table[name]
+            with gunicorn(app, {**env, **extra}) as url:
+                target = url + ("/constant" if path is None else "")
+                if warmup:
+                    wrk(target, warmup, connections, path=path, max_known=max_known, suffix=query, seed=7)
+                before = cpu_seconds(url.pid)
+                result = wrk(target, seconds, connections, path=path, max_known=max_known, suffix=query)
+                result["server_us"] = (cpu_seconds(url.pid) - before) / max(result["requests"], 1) * 1e6
+            runs[name].append(result)
+            log(f"{name}: {describe(result)}")
+    out = {}
+    for name, results in runs.items():
+        paired = ([r["rps"] / b["rps"] for r, b in zip(results, runs["bare"], strict=True)]
+                  if "bare" in runs else [])
+        out[name] = {"runs": results, "rps": statistics.median(r["rps"] for r in results),
+                     "p99_ms": statistics.median(r["p99_ms"] for r in results),
+                     "server_us": statistics.median(r["server_us"] for r in results),
+                     "errors": sum(r["non_2xx"] + r["socket_errors"] for r in results),
+                     "of_bare": statistics.median(paired) if paired else None}
+    return out
+
+
 def main() -> None:  # pragma: no cover - a benchmark, run by hand
-    """Publish ML-1M (or small data), then compare the API with a bare endpoint."""
+    """Compare the API (a run must be published under --prefix) with the bare endpoint."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -133,46 +226,25 @@ def main() -> None:  # pragma: no cover - a benchmark, run by hand
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=5, help="unmeasured seconds of load first (0: none)")
     parser.add_argument("--prefix", default="recsys-bench")
     parser.add_argument("--filters", action="store_true",
                         help="also measure exclude= of 10 ids with 20 hidden titles (api+filters)")
     args = parser.parse_args()
     env = {"REDIS_URL": args.redis_url, "RECSYS_PREFIX": args.prefix}
-    suffix = ""
-    if args.filters:
-        suffix, hidden = filters(args.redis_url, args.prefix)
-    conf = ("-c", "python:lookup_api.gunicorn_conf")  # the README's command: metrics, JSON access log
-    access_log = Path(tempfile.mkdtemp(prefix="recsys-loadtest-")) / "access.log"
-    api = "lookup_api:create_app()"
-    variants = (("bare", "tests.bare_app:create_app()", None, (), {}),  # name, app, path, gunicorn args, env
-                ("api", api, "/recommendations/", (), {"RECSYS_METRICS": "false"}),  # metrics off
-                ("api+metrics", api, "/recommendations/", conf, {"RECSYS_ACCESS_LOG": ""}),
-                ("api+metrics+log", api, "/recommendations/", conf, {"RECSYS_ACCESS_LOG": str(access_log)}),
-                *((("api+filters", api, "/recommendations/", conf, {"RECSYS_ACCESS_LOG": ""}),)
-                  if suffix else ()))
-    results = {name: [] for name, *_ in variants}
-    for _ in range(args.rounds):
-        for name, app, path, gargs, extra in variants:
-            with gunicorn(app, {**env, **extra}, args=gargs) as url:
-                results[name].append(wrk(url + ("/constant" if path is None else ""), args.seconds,
-                                         args.connections, path=path, max_known=6040,
-                                         suffix=suffix if name == "api+filters" else ""))
-    shutil.rmtree(access_log.parent)
-    if suffix:
-        unhide(args.redis_url, args.prefix, hidden)
-    for name, runs in results.items():
-        for r in runs:
-            print(f"{name}: {r['requests']} requests, {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
-                  f"p99 {r['p99_ms']:.2f} ms, non-2xx {r['non_2xx']}, socket errors {r['socket_errors']}")
-    import statistics
-
-    bare = statistics.median(r["rps"] for r in results["bare"])
-    for name, runs in results.items():
-        rps, p99 = statistics.median(r["rps"] for r in runs), statistics.median(r["p99_ms"] for r in runs)
-        errors = sum(r["non_2xx"] + r["socket_errors"] for r in runs)
-        bare99 = statistics.median(r["p99_ms"] for r in results["bare"])
-        print(f"median {name}: {rps:.0f} req/s ({rps / bare:.2f} of bare), p99 {p99:.2f} ms "
-              f"({p99 / bare99:.2f} of bare), errors {errors}")
+    suffix, hidden = filters(args.redis_url, args.prefix) if args.filters else ("", [])
+    try:
+        names = list(variants(suffix))
+        result = compare(env, names, args.seconds, args.rounds, args.connections, suffix=suffix,
+                         warmup=args.warmup)
+    finally:
+        if hidden:
+            unhide(args.redis_url, args.prefix, hidden)
+    bare99 = result["bare"]["p99_ms"]
+    for name, r in result.items():
+        print(f"median {name}: {r['rps']:.0f} req/s ({r['of_bare']:.2f} of bare, paired by round), p99 "
+              f"{r['p99_ms']:.2f} ms ({r['p99_ms'] / bare99:.2f} of bare), server CPU {r['server_us']:.0f} "
+              f"us/request, errors {r['errors']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -147,7 +147,6 @@ def test_breaker_lets_one_probe_through_and_backs_off():
 
 # ------------------------------------------------------------------------------- a hung Redis
 TIMEOUT = 1.0  # RECSYS_REDIS_SOCKET_TIMEOUT
-README_CONF = ("-c", "python:lookup_api.gunicorn_conf")
 
 
 def test_a_paused_redis_costs_a_request_at_most_one_timeout_under_load(tmp_path, small_dir):
@@ -159,7 +158,7 @@ def test_a_paused_redis_costs_a_request_at_most_one_timeout_under_load(tmp_path,
         env = {"REDIS_URL": server.url, "RECSYS_REDIS_SOCKET_TIMEOUT": str(TIMEOUT),
                "RECSYS_POINTER_TTL": "0", "RECSYS_LIST_CACHE_SIZE": "0",  # every lookup reads Redis
                "RECSYS_ACCESS_LOG": ""}
-        with gunicorn("lookup_api:create_app()", env, workers=2, args=README_CONF) as url:
+        with gunicorn("lookup_api:create_app()", env, workers=2) as url:  # recsys-api, as shipped
             done, stop = [], threading.Event()
 
             def client(seed: int) -> None:

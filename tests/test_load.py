@@ -1,6 +1,7 @@
-"""Load test: gunicorn (2 workers) on loopback + wrk, 30 s at 32 connections, zero errors.
+"""Load test: the shipped server (``recsys-api``: gunicorn, 2 workers x 4 threads) on loopback + wrk
+at 32 connections, side by side with a bare Flask endpoint under the same server; zero errors.
 
-Marked ``load`` (and ``slow``): about 2 minutes in all; deselect with ``-m "not load"``.
+Marked ``load`` (and ``slow``): about 3 minutes in all; deselect with ``-m "not load"``.
 """
 
 from __future__ import annotations
@@ -10,18 +11,19 @@ import shutil
 
 import pytest
 
-from tests.loadtest import gunicorn, wrk
+from tests.loadtest import API, BARE, compare, describe, gunicorn, wrk
 
 pytestmark = [pytest.mark.slow, pytest.mark.load]
 
 
 P99_FACTOR = 10  # generous: the API's p99 within 10x a bare Flask endpoint's, measured in the same run
+FILTERED_OF_BARE = 0.85  # the issue's target: the filtered lookup's req/s over the bare endpoint's
 
 
 @pytest.fixture(scope="module")
 def bare(wrk_installed) -> dict:
-    """wrk against a bare Flask endpoint (constant JSON), same gunicorn settings: the reference."""
-    with gunicorn("tests.bare_app:create_app()", {}) as url:
+    """wrk against a bare Flask endpoint (constant JSON), same server and settings: the reference."""
+    with gunicorn(BARE, {}) as url:
         result = wrk(url + "/constant", seconds=15, connections=32)
     print(f"\nbare endpoint: {result['rps']:.0f} req/s, p99 {result['p99_ms']} ms")
     assert result["non_2xx"] == 0 and result["socket_errors"] == 0
@@ -39,7 +41,7 @@ def wrk_installed():
 def test_lookup_under_load_has_zero_errors(bare, publish_small, redis_url, prefix):
     run_id = publish_small()
     env = {"REDIS_URL": redis_url, "RECSYS_PREFIX": prefix}
-    with gunicorn("lookup_api:create_app()", env) as url:
+    with gunicorn(API, env) as url:
         result = wrk(url, seconds=30, connections=32, path="/recommendations/", max_known=300)
     print(f"\n/recommendations under load (run {run_id}): {result['requests']} requests, "
           f"{result['rps']:.0f} req/s, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
@@ -50,30 +52,32 @@ def test_lookup_under_load_has_zero_errors(bare, publish_small, redis_url, prefi
     assert result["p99_ms"] <= P99_FACTOR * bare["p99_ms"], (result["p99_ms"], bare["p99_ms"])
 
 
-def test_filters_keep_the_lookup_fast(bare, publish_small, redis_url, prefix):
-    """exclude= of 10 ids and 20 hidden titles on every request cost at most 15% of the API's req/s.
+def test_filters_keep_the_lookup_fast(wrk_installed, publish_small, redis_url, prefix):
+    """exclude= of 10 ids and 20 hidden titles on every request: >= 0.85x the bare endpoint's req/s.
 
-    Side by side in one run on one server: the same lookups without filters, then with them (the
-    issue's absolute targets against the bare endpoint are reported by ``tests/loadtest.py
-    --filters``; on a shared 2-core machine they are not a pass/fail claim).
+    The issue's measure: ``recsys-api`` with 2 workers and wrk at 32 connections, side by side with
+    the bare endpoint under the same server, rounds alternated (bare, API, API with filters), each
+    after a warm-up; the ratio is the median over rounds of each round's pair.
     """
-    from tests.loadtest import filters
+    from tests.loadtest import filters, unhide
 
     publish_small()
     env = {"REDIS_URL": redis_url, "RECSYS_PREFIX": prefix}
-    with gunicorn("lookup_api:create_app()", env) as url:
-        plain = wrk(url, seconds=10, connections=32, path="/recommendations/", max_known=300)
-        suffix, hidden = filters(redis_url, prefix)
-        result = wrk(url, seconds=10, connections=32, path="/recommendations/", max_known=300, suffix=suffix)
-    ratio = result["rps"] / plain["rps"]
-    print(f"\n/recommendations with {len(hidden)} hidden titles and exclude= of 10: {result['rps']:.0f} "
-          f"req/s ({ratio:.2f} of the same API without filters, {plain['rps']:.0f}; "
-          f"{result['rps'] / bare['rps']:.2f} of bare {bare['rps']:.0f}), p99 {result['p99_ms']} ms "
-          f"(without filters {plain['p99_ms']} ms), non-2xx {result['non_2xx']}, socket errors "
-          f"{result['socket_errors']}")
-    assert result["non_2xx"] == 0 and result["socket_errors"] == 0
-    assert ratio >= 0.85, (ratio, result["rps"], plain["rps"])
-    assert result["p99_ms"] <= P99_FACTOR * bare["p99_ms"], (result["p99_ms"], bare["p99_ms"])
+    suffix, hidden = filters(redis_url, prefix)
+    try:
+        result = compare(env, ["bare", "api", "api+filters"], seconds=6, rounds=3, max_known=300,
+                         suffix=suffix, warmup=2, log=lambda line: print(f"\n{line}", end=""))
+    finally:
+        unhide(redis_url, prefix, hidden)
+    bare, plain, filtered = result["bare"], result["api"], result["api+filters"]
+    print(f"\nmedians: bare {bare['rps']:.0f} req/s, p99 {bare['p99_ms']:.1f} ms; API {plain['rps']:.0f} "
+          f"({plain['of_bare']:.2f} of bare), p99 {plain['p99_ms']:.1f} ms; API with {len(hidden)} hidden "
+          f"titles and exclude= of 10: {filtered['rps']:.0f} ({filtered['of_bare']:.2f} of bare), p99 "
+          f"{filtered['p99_ms']:.1f} ms; server CPU per request {bare['server_us']:.0f} / "
+          f"{plain['server_us']:.0f} / {filtered['server_us']:.0f} us")
+    assert bare["errors"] == plain["errors"] == filtered["errors"] == 0
+    assert filtered["of_bare"] >= FILTERED_OF_BARE, [describe(r) for r in filtered["runs"]]
+    assert filtered["p99_ms"] <= P99_FACTOR * bare["p99_ms"], (filtered["p99_ms"], bare["p99_ms"])
 
 
 def test_publish_under_load_never_mixes_runs(bare, publish_small, client, redis_url, prefix):
@@ -109,7 +113,7 @@ def test_publish_under_load_never_mixes_runs(bare, publish_small, client, redis_
             doc = json.loads(body)
             seen.append((doc["run_id"], uid, doc["source"], [it["movie_id"] for it in doc["items"]]))
 
-    with gunicorn("lookup_api:create_app()", env) as url:
+    with gunicorn(API, env) as url:
         thread = threading.Thread(target=checker, args=(url,), daemon=True)
         thread.start()
         result: dict = {}
