@@ -1,12 +1,13 @@
 """Prometheus metrics for the lookup API: ``GET /metrics``, requests, latency, fallbacks, Redis, live run.
 
-Every series and label is listed in docs/observability.md.  ``init_metrics(app)`` adds two request
-hooks and no Redis call on the lookup path; the live run's id and age (and ``RECSYS_MAX_RUN_AGE``,
-whose check is :meth:`~lookup_api.service.Lookup.ready`'s) are read at scrape time, except while
-the lookup's circuit breaker keeps requests off Redis.  Under gunicorn
-the workers share the counters through prometheus_client's multiprocess mode
-(``lookup_api/gunicorn_conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR``); without it they live in the
-app's own registry.  ``RECSYS_METRICS=false`` turns all of this off.
+Every series and label is listed in docs/observability.md.  ``init_metrics(app)`` stamps each
+request's start in the WSGI environ, adds one ``after_request`` hook and no Redis call on the
+lookup path; the live run's id and age (and ``RECSYS_MAX_RUN_AGE``, whose check is
+:meth:`~lookup_api.service.Lookup.ready`'s) are read at scrape time, except while the lookup's
+circuit breaker keeps requests off Redis.  Under gunicorn the workers share the counters through
+prometheus_client's multiprocess mode (``lookup_api/gunicorn_conf.py`` sets
+``PROMETHEUS_MULTIPROC_DIR``); without it they live in the app's own registry.
+``RECSYS_METRICS=false`` turns all of this off.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import time
 
 import redis
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 
 # Set but empty means unset: prometheus_client would otherwise pick its multiprocess mode with the
 # directory "" and write its .db files into the working directory.  (Before its first import.)
@@ -30,11 +31,13 @@ from lookup_api.contract.keys import Keys
 from lookup_api.contract.meta import F
 from lookup_api.contract.reader import RunReader
 from lookup_api.service import REASONS, Breaker
+from lookup_api.views import ANSWER
 
 log = logging.getLogger(__name__)
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 UNMATCHED = "<unmatched>"
+STARTED = "recsys.started"  # the WSGI environ key of the request's perf_counter() start
 
 
 def error_kind(exc: BaseException) -> str:
@@ -155,27 +158,35 @@ def init_metrics(app: Flask) -> None:
     scrape.register(LiveRunCollector(lookup.client, lookup.keys, lookup.max_age, lookup.breaker))
     children: dict[tuple, tuple] = {}  # (route, status, source) -> (counter child, histogram child)
 
-    @app.before_request
-    def _start() -> None:
-        g.metrics_started = time.perf_counter()
+    wsgi_app = app.wsgi_app
+
+    def timed(environ, start_response):
+        """Stamp the request's start (cheaper than a Flask before_request hook)."""
+        environ[STARTED] = time.perf_counter()
+        return wsgi_app(environ, start_response)
+
+    app.wsgi_app = timed
 
     @app.after_request
     def _record(response: Response) -> Response:
-        started = g.pop("metrics_started", None)
+        environ = request.environ
+        started, answer = environ.get(STARTED), environ.get(ANSWER)  # answer: a list route's Result
         rule = request.url_rule
-        key = (UNMATCHED if rule is None else rule.rule, response.status_code, g.get("source", ""))
+        source = "" if answer is None else "stale" if answer.stale else answer.source
+        key = (UNMATCHED if rule is None else rule.rule, response.status_code, source)
         pair = children.get(key)
         if pair is None:
-            pair = children[key] = (requests.labels(key[0], str(key[1]), key[2]), latency.labels(key[0]))
+            pair = children[key] = (requests.labels(key[0], str(key[1]), source), latency.labels(key[0]))
         pair[0].inc()
         if started is not None:
             pair[1].observe(time.perf_counter() - started)
-        if reason := g.get("reason"):
-            fallbacks.labels(reason).inc()
-        if n := g.get("hidden"):
-            dropped_hidden.inc(n)
-        if n := g.get("excluded"):
-            dropped_excluded.inc(n)
+        if answer is not None:
+            if answer.reason:
+                fallbacks.labels(answer.reason).inc()
+            if answer.hidden:
+                dropped_hidden.inc(answer.hidden)
+            if answer.excluded:
+                dropped_excluded.inc(answer.excluded)
         return response
 
     @app.get("/metrics")

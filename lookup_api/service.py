@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import redis
 
 from lookup_api.contract.connection import UNAVAILABLE, text
-from lookup_api.contract.items import PERSONALIZED, POPULAR, catalog_heads, expand
+from lookup_api.contract.items import PERSONALIZED, POPULAR, catalog_heads
 from lookup_api.contract.keys import Keys
 from lookup_api.contract.meta import F, RunMeta
 from lookup_api.contract.reader import (
@@ -101,9 +101,9 @@ class _Run:
             source, items = POPULAR, self.popular
         if items is None:
             raise NoPopular(self.run_id)
-        out, n_hidden, n_excluded = filtered(items, n, hidden, exclude)
-        return Result(user_id, source or PERSONALIZED, self.run_id, self.generated_at,
-                      expand(out, self.heads), stale, reason, n_hidden, n_excluded, head)
+        out, n_hidden, n_excluded = filtered(items, n, self.heads, hidden, exclude)
+        return Result(user_id, source or PERSONALIZED, self.run_id, self.generated_at, out, stale, reason,
+                      n_hidden, n_excluded, head)
 
 
 class Breaker:

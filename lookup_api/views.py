@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import redis
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest  # 400 JSON, from the app's HTTPException handler
 
 from lookup_api.contract.reader import MAX_EXCLUDE, parse_exclude
@@ -16,6 +16,7 @@ bp = Blueprint("lookup", __name__)
 
 OPENAPI = Path(__file__).with_name("openapi.json")
 DEFAULT_N = 10
+ANSWER = "recsys.answer"  # the WSGI environ key of a list route's Result (read by lookup_api.metrics)
 
 
 def _lookup() -> Lookup:
@@ -61,9 +62,7 @@ def _parse_n(max_n: int) -> int:
 
 
 def _respond(result: Result) -> Response:
-    g.source = "stale" if result.stale else result.source  # the requests metric's `source` label
-    g.reason = result.reason  # the fallbacks metric's `reason` label
-    g.hidden, g.excluded = result.hidden, result.excluded  # the dropped-items metric
+    request.environ[ANSWER] = result  # what the request metrics label and count
     head = {"user_id": result.user_id, **(result.head or {}), "source": result.source,
             "run_id": result.run_id, "generated_at": result.generated_at}
     if result.user_id is None:

@@ -8,13 +8,22 @@ as ``meta["field"]`` / ``meta.get("field")``, not as a dict literal of fields.  
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
 
-from lookup_api.contract.items import encode_items, first_items, list_ids, select
+from lookup_api.contract.items import (
+    catalog_heads,
+    encode_catalog_items,
+    encode_items,
+    expand,
+    filtered,
+    first_items,
+    list_ids,
+)
 from lookup_api.contract.meta import FIELDS, RunMeta
-from lookup_api.contract.reader import EMPTY, MISSING, filtered, parse_exclude, pick
+from lookup_api.contract.reader import EMPTY, MISSING, parse_exclude, pick
 
 ROOT = Path(__file__).resolve().parents[1]
 HASH_COMMANDS = {"hset", "hget", "hmget", "hdel", "hexists", "hincrby", "hincrbyfloat", "hsetnx"}
@@ -97,19 +106,24 @@ def items(*ids: int) -> bytes:
                           "score": 1.0 / m, "predicted_rating": 3.5} for m in ids])
 
 
-def test_select_fills_n_past_dropped_ids_and_reports_them():
+def test_filtered_fills_n_past_dropped_ids_and_counts_them_apart():
     raw = items(1, 2, 3, 4, 5, 6)
-    out, skipped = select(raw, 3, {2, 3, 9})
-    assert list_ids(out) == [1, 4, 5] and skipped == [2, 3]
-    assert select(raw, 3)[0] == first_items(raw, 3)
-    assert list_ids(select(raw, 10, {1, 6})[0]) == [2, 3, 4, 5]  # shorter only when the list runs out
-    assert select(b"[]", 3, {1}) == (b"[]", [])
-    assert list_ids(select(items(7), 1, {8})[0]) == [7]
+    heads = catalog_heads(encode_catalog_items(json.loads(expand(raw, {}))))
+    out, hidden, excluded = filtered(raw, 3, heads, {2}, {3, 9})
+    assert list_ids(out) == [1, 4, 5] and (hidden, excluded) == (1, 1)
+    assert json.loads(out)[1] == json.loads(expand(raw, heads))[3]  # full items: title, genres, numbers
+    assert filtered(raw, 3, heads)[0] == expand(first_items(raw, 3), heads)  # nothing dropped: a cut
+    assert list_ids(filtered(raw, 10, heads, (), {1, 6})[0]) == [2, 3, 4, 5]  # shorter only when it runs out
+    assert filtered(b"[]", 3, heads, {1}) == (b"[]", 0, 0)
+    assert list_ids(filtered(items(7), 1, heads, (), {8})[0]) == [7]
+    assert filtered(raw, 2, heads, {1, 2, 3}, {2, 4})[1:] == (3, 1)  # hidden wins when an id is both
+    assert json.loads(filtered(raw, 1, {})[0])[0]["title"] == "Movie 1"  # not in the catalog
 
 
-def test_filtered_counts_hidden_and_excluded_apart():
-    out, hidden, excluded = filtered(items(1, 2, 3, 4, 5), 2, frozenset({1}), frozenset({2, 3}))
-    assert list_ids(out) == [4, 5] and (hidden, excluded) == (1, 2)
+def test_filtered_serves_the_older_full_object_form():
+    full = expand(items(1, 2, 3, 4), {})  # what lists looked like before the catalog
+    out, hidden, excluded = filtered(full, 2, {}, {1}, {3})
+    assert [it["movie_id"] for it in json.loads(out)] == [2, 4] and (hidden, excluded) == (1, 1)
 
 
 def test_the_serving_rule():

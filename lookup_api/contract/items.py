@@ -8,10 +8,12 @@ decimals, encoded from hundredths ``round(rating * 100)``).
 Stored, titles and genres are not repeated in every list: a run stores its **catalog** once
 (``<run>:catalog``, compact JSON ``{"<movie_id>": [title, [genres]], ...}``) and each list as
 compact JSON triples ``[[movie_id,score,predicted_rating],...]``, best first.  Numbers hold no
-brackets, so ``],[`` separates items and :func:`first_items` / :func:`select` cut or filter a list
-without parsing it; :func:`expand` turns the cut list into served items, splicing each movie's
-cached JSON head (:func:`catalog_heads`) before its numbers.  A list in the older full-object
-form (``[{"movie_id":...``) is still served as is (parsed when it must be cut: slower, never wrong).
+brackets, so ``],[`` separates items and :func:`first_items` cuts a list without parsing it;
+:func:`filtered` (the serving rule's byte work) drops hidden and excluded ids while it turns the
+first ``n`` others into served items, splicing each movie's cached JSON head
+(:func:`catalog_heads`) before its numbers, and :func:`expand` does that for a whole list.  A list
+in the older full-object form (``[{"movie_id":...``) is still served as is (parsed when it must be
+cut: slower, never wrong).
 
 The batch side (:func:`item_heads`, :func:`encode_lists`, :func:`encode_one`, :func:`encode_catalog`)
 takes numpy arrays but imports nothing: anything with ``.tolist()`` works, so the API never loads
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ _START, _SEP, _END = b"[[", b"],[", b"]]"
 _FULL = b'[{"' + ITEM_KEYS[0].encode() + b'":'  # the older full-object form
 _RATING = tuple(f"{c / 100:.2f}" for c in range(1001))  # 0.00 .. 10.00
 _SCORE, _PRED = b'"score":', b',"predicted_rating":'
+_ITEM = re.compile(rb"(\d+),([^,\]]*),([^\]]*)\]")  # one stored item: movie_id, score, rating
 
 
 def item_head(movie_id: int, title: str, genres: Sequence[str]) -> str:
@@ -130,30 +134,47 @@ def _full_cut(raw: bytes, n: int, drop: Collection[int] = ()) -> bytes:
     return json.dumps(kept, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def select(raw: bytes, n: int, drop: Collection[int] = ()) -> tuple[bytes, list[int]]:
-    """Return the first ``n`` items of a stored list whose id is not in ``drop``, and the ids skipped.
+def filtered(raw: bytes, n: int, heads: Mapping[int, bytes], hidden: Collection[int] = (),
+             exclude: Collection[int] = ()) -> tuple[bytes, int, int]:
+    """Return the served JSON array of the first ``n`` items of a stored list that are neither
+    ``hidden`` nor in ``exclude`` (titles and genres from ``heads``, :func:`catalog_heads`), and
+    how many of each were skipped to fill ``n``.
 
-    Only the items scanned to fill ``n`` are looked at: the skipped ids are those that would have
-    been served but for ``drop``.  Without ``drop`` this is :func:`first_items`.
+    One pass over the bytes, and only over the items it needs: those served and those skipped.
+    Nothing to drop: a cut (:func:`first_items`), then :func:`expand`.
     """
-    if not drop or raw == b"[]":
-        return first_items(raw, n), []
-    if not raw.startswith(_START):
-        items = json.loads(raw)
-        kept = [it for it in items if it["movie_id"] not in drop][:n]
-        last = items.index(kept[-1]) + 1 if kept else len(items)
-        skipped = [it["movie_id"] for it in items[:last] if it["movie_id"] in drop]
-        return json.dumps(kept, separators=(",", ":"), ensure_ascii=False).encode(), skipped
-    kept, skipped = [], []
-    for chunk in raw[2:-2].split(_SEP):
-        movie_id = int(chunk[: chunk.index(b",")])
-        if movie_id in drop:
-            skipped.append(movie_id)
+    if raw == b"[]" or n <= 0:
+        return b"[]", 0, 0
+    if not raw.startswith(_START):  # the older full-object form: parsed (slower, never wrong)
+        kept, n_hidden, n_excluded = [], 0, 0
+        for item in json.loads(raw):
+            movie_id = item["movie_id"]
+            if movie_id in hidden:
+                n_hidden += 1
+            elif movie_id in exclude:
+                n_excluded += 1
+            else:
+                kept.append(item)
+                if len(kept) == n:
+                    break
+        return json.dumps(kept, separators=(",", ":"), ensure_ascii=False).encode(), n_hidden, n_excluded
+    if not hidden and not exclude:
+        return expand(first_items(raw, n), heads), 0, 0
+    out, n_hidden, n_excluded = [], 0, 0
+    for item in _ITEM.finditer(raw, 2):
+        movie_id = int(item[1])
+        if movie_id in hidden:
+            n_hidden += 1
+        elif movie_id in exclude:
+            n_excluded += 1
         else:
-            kept.append(chunk)
-            if len(kept) == n:
+            head = heads.get(movie_id)
+            if head is None:
+                head = item_head(movie_id, f"Movie {movie_id}", []).encode()
+            out.append(head + _SCORE + item[2] + _PRED + item[3] + b"}")
+            if len(out) == n:
                 break
-    return (b"[[" + _SEP.join(kept) + b"]]" if kept else b"[]"), skipped
+    return b"[" + b",".join(out) + b"]", n_hidden, n_excluded
 
 
 def list_ids(raw: bytes) -> list[int]:

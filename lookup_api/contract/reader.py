@@ -4,19 +4,21 @@
 its lists and the hidden titles.  The API's ``Lookup`` (with its caches), the metrics collector and
 ``recsys-batch status``/``show`` all read through it, and the API and ``show`` decide what to serve
 with the same two functions: :func:`pick` (the user's own list, or the popular one and why) and
-:func:`filtered` (drop hidden titles and ``exclude`` ids, still filling ``n`` from the spare
-items).  :meth:`RunReader.served` composes them without any cache: it is what ``show`` prints.
+:func:`~lookup_api.contract.items.filtered` (drop hidden titles and ``exclude`` ids, still
+filling ``n`` from the spare items).  :meth:`RunReader.served` composes them without any cache:
+it is what ``show`` prints.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
 from lookup_api.contract.connection import text
-from lookup_api.contract.items import PERSONALIZED, POPULAR, catalog_heads, decode_items, expand, select
+from lookup_api.contract.items import PERSONALIZED, POPULAR, catalog_heads, decode_items, filtered
 from lookup_api.contract.keys import Keys
 from lookup_api.contract.meta import RunMeta
 
@@ -41,21 +43,6 @@ def pick(user_raw: bytes | None, indexed: bool | None) -> tuple[str, str | None]
     if user_raw == b"[]":
         return POPULAR, EMPTY  # never serve an empty personal list
     return PERSONALIZED, None
-
-
-def filtered(raw: bytes, n: int, hidden: Collection[int] = EMPTY_SET,
-             exclude: Collection[int] = EMPTY_SET) -> tuple[bytes, int, int]:
-    """Return the first ``n`` items of ``raw`` that are neither hidden nor excluded, and how many of
-    each were skipped (among the items that would have been served)."""
-    if not exclude:
-        drop = hidden
-    elif not hidden:
-        drop = exclude
-    else:
-        drop = frozenset(hidden) | frozenset(exclude)
-    out, skipped = select(raw, n, drop)
-    n_hidden = sum(1 for m in skipped if m in hidden) if skipped else 0
-    return out, n_hidden, len(skipped) - n_hidden
 
 
 @dataclass
@@ -199,23 +186,29 @@ class RunReader:
 
     def _serve(self, source: str, run_id: str, meta: RunMeta, raw: bytes, n: int,
                exclude: Collection[int], reason: str | None = None) -> Served:
-        items, n_hidden, n_excluded = filtered(raw, n, self.hidden_ids(), frozenset(exclude))
-        return Served(source, run_id, meta.created_at, expand(items, self.catalog(run_id)), reason,
-                      n_hidden, n_excluded)
+        items, n_hidden, n_excluded = filtered(raw, n, self.catalog(run_id), self.hidden_ids(), exclude)
+        return Served(source, run_id, meta.created_at, items, reason, n_hidden, n_excluded)
 
     def _decoded(self, run_id: str, raw: bytes | None) -> list[dict] | None:
         return None if raw is None else decode_items(raw, self.catalog(run_id))
+
+
+_IDS = re.compile(r"[0-9]{1,10}(?:,[0-9]{1,10})*")  # what a valid exclude= looks like (ASCII digits)
 
 
 def parse_exclude(raw: str | None, limit: int = MAX_EXCLUDE, max_id: int = 2**31 - 1) -> frozenset[int]:
     """Parse ``exclude=1,2,3`` (ValueError says why it is refused): at most ``limit`` ids, each 1..max_id."""
     if raw is None or raw == "":
         return EMPTY_SET
-    parts = raw.split(",")
-    if len(parts) > limit:
-        raise ValueError(f"exclude holds {len(parts)} ids; at most {limit}")
+    count = raw.count(",") + 1
+    if count > limit:
+        raise ValueError(f"exclude holds {count} ids; at most {limit}")
+    if _IDS.fullmatch(raw) is not None:  # the usual case: one regex, one split
+        ids = frozenset(map(int, raw.split(",")))
+        if min(ids) >= 1 and max(ids) <= max_id:
+            return ids
     ids = set()
-    for part in parts:
+    for part in raw.split(","):  # the rest, part by part (the message names the wrong one)
         if not part.isascii() or not part.isdigit() or not 1 <= int(part) <= max_id:
             raise ValueError(f"exclude must be comma-separated movie ids from 1 to {max_id}, got "
                              f"{part[:40]!r}")
