@@ -166,9 +166,16 @@ def top_visible(scores: np.ndarray, n: int, mask: np.ndarray) -> np.ndarray:
     return items
 
 
-def catalog_entry(keys: Keys, run_id: str, loaded: Loaded) -> tuple[str, bytes]:
-    """Return the run's catalog (titles and genres, stored once per run) as a ``(key, bytes)`` pair."""
-    return keys.catalog(run_id), encode_catalog(loaded.data.item_ids, loaded.movies)
+def popular_list(models, heads: list[str], n: int, hidden: np.ndarray) -> tuple[bytes, int]:
+    """Return the published popular list (its ``n`` best visible movies) and its length."""
+    items = top_visible(models.popularity.scores, n, hidden)
+    return encode_one(heads, items, models.popularity.scores[items], models.svd.baseline(items)), len(items)
+
+
+def extras_meta(extras: Extras, params: Params, hidden: np.ndarray) -> dict:
+    """Return the meta fields that describe a run's extra lists and what it left out."""
+    return {"stored_n": params.top_n + SPARE_ITEMS, "genres": extras.genres,
+            "similar_movies": extras.similar_movies, "hidden_at_publish": int(hidden.sum())}
 
 
 def run_extras(keys: Keys, run_id: str, data: Interactions, movies: Movies, models, params: Params,
@@ -253,8 +260,7 @@ def run_job(
     hidden_ids = store.hidden_ids() if store is not None else frozenset()
     hidden = hidden_columns(data, hidden_ids)  # titles hidden now are published nowhere
     heads = item_heads(data.item_ids, loaded.movies)
-    pop_ids = top_visible(models.popularity.scores, stored, hidden)
-    popular = encode_one(heads, pop_ids, models.popularity.scores[pop_ids], models.svd.baseline(pop_ids))
+    popular, n_popular = popular_list(models, heads, stored, hidden)
     items = drop_hidden(recs.items, hidden)
     lists = encode_lists(data.user_ids, items, recs.scores, recs.ratings, heads)
     extras = run_extras(store.keys if store is not None else Keys(), run_id, data, loaded.movies, models,
@@ -262,7 +268,7 @@ def run_job(
     timings["related"] = time.perf_counter() - stage
     result = JobResult(run_id, data.n_users, data.n_items, data.nnz, timings)
     empty = int((items.max(axis=1) < 0).sum()) if len(items) else 0
-    result.empty_lists, result.popular_items = empty, len(pop_ids)
+    result.empty_lists, result.popular_items = empty, n_popular
     if store is None:
         n = sum(1 for _ in lists)
         timings["serialise"] = time.perf_counter() - stage
@@ -272,9 +278,8 @@ def run_job(
             from tqdm import tqdm
 
             lists = tqdm(lists, total=data.n_users, desc="publish", unit="user")
-        meta = run_meta(loaded, params, timings, peaks, **telemetry.meta_fields(empty, len(pop_ids)),
-                        stored_n=stored, genres=extras.genres, similar_movies=extras.similar_movies,
-                        hidden_at_publish=int(hidden.sum()))
+        meta = run_meta(loaded, params, timings, peaks, **telemetry.meta_fields(empty, n_popular),
+                        **extras_meta(extras, params, hidden))
         result.published = publish(store, run_id, lists, popular, meta, keep=keep, token=token,
                                    users=data.n_users, force=force, allow_eviction=allow_eviction,
                                    extra=extras.lists)

@@ -23,12 +23,12 @@ import numpy as np
 
 from batch import artifacts, pipeline
 from batch.download import ML_1M, Release
-from batch.job import catalog_entry, load_stage, run_meta
+from batch.job import drop_hidden, extras_meta, hidden_columns, load_stage, popular_list, run_extras, run_meta
 from batch.lifecycle import PublishReport, commit, prepare
 from batch.models.svd_process import SVDProcess
 from batch.params import SPARE_ITEMS, Params
 from batch.store import RunStore, StoreError
-from lookup_api.contract.items import encode_lists, encode_one, item_heads
+from lookup_api.contract.items import encode_lists, item_heads
 from lookup_api.contract.keys import new_run_id
 from lookup_api.contract.meta import RunMeta
 
@@ -57,19 +57,32 @@ def train_job(data_dir: Path | str, params: Params, out: Path | str, store: RunS
     """Take the lease, load and train once, write artifacts for the shards; return the manifest.
 
     The memory check sizes the run like the live one, per user (:func:`batch.lifecycle.prepare`).
+    The run's catalog, per-genre and "more like this" lists are written here, as ``run`` writes
+    them; the titles hidden now (recorded in the manifest) are left out of every step's lists.
     """
     with store.lock(lock_ttl, keep=True, lease=True) as token, SVDProcess() as svd_process:
         loaded = load_stage(data_dir, release, url)
         prepare(store, loaded.data.n_users, None, allow_eviction=allow_eviction)
         models = pipeline.Models.fit(loaded.data, loaded.movies, params, svd_process=svd_process)
         timings = {"load": loaded.seconds, **models.timings}
-        manifest = {"run_id": new_run_id(), "lock_token": token, "lock_ttl": lock_ttl,
-                    "params": params.to_dict(), "meta": run_meta(loaded, params, timings).to_hash()}
+        run_id, hidden_ids = new_run_id(), store.hidden_ids()
+        hidden = hidden_columns(loaded.data, hidden_ids)
         heads = item_heads(loaded.data.item_ids, loaded.movies)
-        store.write_extra(manifest["run_id"], [catalog_entry(store.keys, manifest["run_id"], loaded)], token)
+        stage = time.perf_counter()
+        extras = run_extras(store.keys, run_id, loaded.data, loaded.movies, models, params, heads, hidden)
+        timings["related"] = time.perf_counter() - stage
+        meta = run_meta(loaded, params, timings, **extras_meta(extras, params, hidden))
+        manifest = {"run_id": run_id, "lock_token": token, "lock_ttl": lock_ttl, "params": params.to_dict(),
+                    "meta": meta.to_hash(), "hidden": sorted(hidden_ids)}
+        store.write_extra(run_id, extras.lists, token)
         artifacts.save(out, loaded.data, models, heads, manifest)
     log.info("trained run %s; artifacts in %s", manifest["run_id"], out)
     return manifest
+
+
+def _hidden(data, manifest: dict) -> np.ndarray:
+    """Return the columns hidden when the run was trained (a manifest without the list: none)."""
+    return hidden_columns(data, frozenset(manifest.get("hidden", ())))
 
 
 def _lease(store: RunStore, manifest: dict, keep: bool):
@@ -87,7 +100,8 @@ def score_job(out: Path | str, shard: tuple[int, int], store: RunStore) -> int:
         users = shard_users(data.n_users, index, total)
         started = time.perf_counter()
         recs = pipeline.recommend(models, data, params.with_(top_n=params.top_n + SPARE_ITEMS), users=users)
-        lists = encode_lists(data.user_ids[users], recs.items, recs.scores, recs.ratings, heads)
+        items = drop_hidden(recs.items, _hidden(data, manifest))
+        lists = encode_lists(data.user_ids[users], items, recs.scores, recs.ratings, heads)
         written = store.write_lists(run_id, lists, token)
         store.mark_shard(run_id, index, len(written))
     log.info("shard %s/%s of run %s: %s users in %.2fs", index, total, run_id, len(written),
@@ -116,7 +130,7 @@ def publish_job(out: Path | str, total: int, store: RunStore, keep: int = 2, *,
         if sum(done.values()) != data.n_users or len(done) != total:
             raise StoreError(f"run {run_id}: shards wrote {sum(done.values())} lists in {len(done)} shards, "
                              f"expected {data.n_users} in {total}")
-        popular = encode_one(heads, *pipeline.popular(models, params.top_n + SPARE_ITEMS))
+        popular, _ = popular_list(models, heads, params.top_n + SPARE_ITEMS, _hidden(data, manifest))
         meta = RunMeta.from_hash(manifest["meta"]).with_(shards=total)
         retired, broken = commit(store, run_id, popular, data.user_ids.tolist(), meta, keep, token,
                                  force=force)

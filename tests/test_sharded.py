@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from batch.cli import cli
 from batch.sharded import parse_shard, shard_users
 from batch.store import RunStore
+from lookup_api.contract.items import list_ids
 from lookup_api.contract.keys import Keys
 
 SMALL = ["--top-n", "20"]
@@ -32,6 +33,13 @@ def params_file(tmp_path):
 def lists(client, keys: Keys, run_id: str) -> dict[bytes, bytes]:
     base = keys.run_base(run_id)
     names = sorted(k for k in client.scan_iter(match=f"{base}:user:*"))
+    return {k[len(base):]: v for k, v in zip(names, client.mget(names), strict=True)}
+
+
+def run_keys(client, keys: Keys, run_id: str) -> dict[bytes, bytes]:
+    """Every string key of a run (its lists), by its name after the run's base, with its value."""
+    base = keys.run_base(run_id)
+    names = sorted(client.scan_iter(match=f"{base}:*", _type="string"))
     return {k[len(base):]: v for k, v in zip(names, client.mget(names), strict=True)}
 
 
@@ -64,12 +72,41 @@ def test_three_shards_equal_one_run(small_dir, tmp_path, redis_url, prefix, clie
         expected = lists(client, single, RunStore(client, single).current())
         got = lists(client, Keys(prefix), run_id)
         assert len(got) == 300 and got == expected  # byte for byte
-        assert client.get(single.popular(RunStore(client, single).current())) == client.get(
-            Keys(prefix).popular(run_id))
-        assert store.meta(run_id)["shards"] == "3"
+        # every other key of the run too: popular, catalog, per-genre and "more like this" lists
+        single_run = RunStore(client, single).current()
+        others = {name: {k: v for k, v in run_keys(client, keys, rid).items() if b":user:" not in k}
+                  for name, keys, rid in (("single", single, single_run), ("sharded", Keys(prefix), run_id))}
+        assert {k for k in others["single"] if b":similar:" in k} and {k for k in others["single"] if
+                                                                        b":popular:" in k}
+        assert others["sharded"] == others["single"]
+        meta, single_meta = store.meta(run_id), RunStore(client, single).meta(single_run)
+        assert meta.shards == 3 and meta.genres == single_meta.genres and meta.genres
+        assert (meta.similar_movies, meta.stored_n) == (single_meta.similar_movies, single_meta.stored_n)
     finally:
         for key in client.scan_iter(match=f"{single.prefix}:*"):
             client.unlink(key)
+
+
+def test_sharded_run_leaves_out_the_titles_hidden_when_it_trained(small_dir, tmp_path, redis_url, prefix,
+                                                                  client, params_file):
+    base = ["--redis-url", redis_url, "--prefix", prefix, "--data-dir", str(small_dir)]
+    store, keys, art = RunStore(client, Keys(prefix)), Keys(prefix), str(tmp_path / "a")
+    assert invoke(*base, "run", "--params", params_file, *SMALL).exit_code == 0
+    before = store.current()
+    movie = store.popular(before)[0]["movie_id"]
+    invoke(*base, "hide", str(movie))
+    assert invoke(*base, "train", "--artifacts", art, "--params", params_file, *SMALL).exit_code == 0
+    invoke(*base, "unhide", str(movie))  # after train: the run still leaves it out, as it was trained
+    assert invoke(*base, "score", "--artifacts", art, "--shard", "0/1").exit_code == 0
+    assert invoke(*base, "publish", "--artifacts", art, "--shards", "1").exit_code == 0
+    run_id = store.current()
+    assert run_id != before and store.meta(run_id).hidden_at_publish == 1
+    stored = {k: v for k, v in run_keys(client, keys, run_id).items() if not k.endswith(b":catalog")}
+    assert all(movie not in list_ids(v) for k, v in stored.items() if k.startswith(b":user:") or
+               k.startswith(b":popular") or k.startswith(b":similar:")), movie
+    assert f":similar:{movie}".encode() not in stored  # no "more like this" page for it either
+    assert any(movie in list_ids(v) for k, v in run_keys(client, keys, before).items()
+               if k.startswith(b":user:"))  # it was there before it was hidden
 
 
 def test_sharded_run_holds_the_lock_until_publish(small_dir, tmp_path, redis_url, prefix, params_file):
