@@ -134,3 +134,9 @@ def test_shared_options_before_the_command_still_work(redis_url, prefix, tmp_pat
     assert result.exit_code == 0 and "no live run" in result.output
     typo = CliRunner().invoke(cli, ["--redis-url=redis://127.0.0.1:1/0", "status"])
     assert typo.exit_code == 1 and "cannot reach Redis at redis://127.0.0.1:1/0" in typo.stderr
+    dead = {"REDIS_URL": "redis://127.0.0.1:1/0"}
+    typed_before = CliRunner().invoke(cli, [*before, "status"], env=dead)  # typed beats the environment
+    assert typed_before.exit_code == 0 and "no live run" in typed_before.output
+    after_wins = CliRunner().invoke(cli, [*before, "status", "--redis-url", dead["REDIS_URL"]])
+    assert after_wins.exit_code == 1 and "cannot reach Redis at redis://127.0.0.1:1/0" in after_wins.stderr
+    assert "--redis-url TEXT" not in CliRunner().invoke(cli, ["--help"]).output  # each command lists its own

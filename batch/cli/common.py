@@ -133,18 +133,37 @@ class Context:
                           f"the path, or {fetch}")
 
 
+TYPED = (ParameterSource.COMMANDLINE, ParameterSource.PROMPT)
+
+
+def shared_options(*sets, **override):
+    """Return a decorator adding the options of ``sets`` (``override``: attributes changed in each)."""
+    def add(command):
+        for decls, attrs in (option for options in sets for option in options):
+            command = click.option(*decls, **{**attrs, **override})(command)  # a Command appends each
+        return command
+
+    return add
+
+
 def uses(command: click.Command, *sets) -> click.Command:
-    """Add the option sets ``sets`` to ``command``; its callback then finds their values in ``ctx.obj``."""
-    for decls, attrs in (option for options in sets for option in options):
-        command = click.option(*decls, **attrs)(command)  # a built Command appends each parameter
+    """Add the option sets ``sets`` to ``command``; its callback then finds their values in ``ctx.obj``.
+
+    A shared option typed before the command name (``recsys-batch --data-dir DIR run``, read by
+    the root group) counts as typed on the command, unless the command was given its own.
+    """
+    command = shared_options(*sets)(command)
     callback = command.callback
 
     @functools.wraps(callback)
     def with_context(**kwargs):
         ctx = click.get_current_context()
+        root = ctx.find_root()
         shared = {name: kwargs.pop(name) for name in SHARED if name in kwargs}
-        given = ctx.get_parameter_source("data_dir") in (ParameterSource.COMMANDLINE, ParameterSource.PROMPT)
-        ctx.obj = Context(**shared, data_dir_given=given)
+        typed = {name for name in shared if ctx.get_parameter_source(name) in TYPED}
+        before = {name for name in shared if root.get_parameter_source(name) in TYPED} - typed
+        shared.update((name, root.params[name]) for name in before)
+        ctx.obj = Context(**shared, data_dir_given="data_dir" in typed | before)
         ctx.obj.setup_logging()
         return callback(**kwargs)
 
@@ -152,41 +171,11 @@ def uses(command: click.Command, *sets) -> click.Command:
     return command
 
 
-def _leading_shared(args: list[str]) -> tuple[list[tuple[str, list[str]]], list[str]]:
-    """Split off the shared options before the command name: ``([(option, tokens)], rest)``."""
-    flags = {"-v": "-v", "--verbose": "-v", "-q": "-q", "--quiet": "-q"}
-    valued = {d for name, decls in SHARED.items() for d in decls if d not in flags}
-    moved, i = [], 0
-    while i < len(args):
-        name = args[i].split("=", 1)[0]
-        if name in valued:
-            tokens = args[i : i + (1 if "=" in args[i] else 2)]
-            moved.append((name, tokens))
-            i += len(tokens)
-        elif name in flags or (name.startswith("-") and len(name) > 2 and set(name[1:]) <= {"v", "q"}):
-            moved += [(f"-{c}", [f"-{c}"]) for c in (name[1:] if name[1] != "-" else flags[name][1:])]
-            i += 1
-        else:
-            break
-    return moved, args[i:]
-
-
 class Group(click.Group):
     """A Click group whose command list shows each command's whole summary line (wrapped, not cut).
 
-    The root group also accepts the shared options before the command name (``recsys-batch
-    --data-dir DIR run``): each goes to the command if that command takes it, else is ignored.
-    It turns every :class:`RecsysError` into one ``Error:`` line with exit status 1.
+    The root group turns every :class:`RecsysError` into one ``Error:`` line with exit status 1.
     """
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """Move the shared options given before the command name after it (those it takes)."""
-        moved, rest = _leading_shared(args) if ctx.parent is None else ([], args)
-        command = self.get_command(ctx, rest[0]) if rest else None
-        if moved and command is not None:
-            takes = {opt for param in command.params for opt in param.opts}
-            rest = [rest[0], *(t for name, tokens in moved if name in takes for t in tokens), *rest[1:]]
-        return super().parse_args(ctx, rest)
 
     def invoke(self, ctx: click.Context):
         """Run the command; library errors become one line (see :func:`fail_cleanly`)."""
@@ -199,7 +188,6 @@ class Group(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
-
 
 
 def redis_errors(url: str | None = None):
