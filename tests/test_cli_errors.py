@@ -140,3 +140,16 @@ def test_shared_options_before_the_command_still_work(redis_url, prefix, tmp_pat
     after_wins = CliRunner().invoke(cli, [*before, "status", "--redis-url", dead["REDIS_URL"]])
     assert after_wins.exit_code == 1 and "cannot reach Redis at redis://127.0.0.1:1/0" in after_wins.stderr
     assert "--redis-url TEXT" not in CliRunner().invoke(cli, ["--help"]).output  # each command lists its own
+
+
+@pytest.mark.parametrize("command", [["status"], ["show", "1"], ["rollback"], ["unlock"], ["hidden"],
+                                     ["hide", "1"], ["unhide", "1"]])
+def test_a_redis_error_in_any_redis_command_is_one_line(command, redis_url, prefix, client):
+    """Applied once, to every command of the REDIS set: a reply Redis refuses is one `Error:` line."""
+    client.rpush(f"{prefix}:current", "not-a-string")
+    client.rpush(f"{prefix}:hidden", "not-a-hash")
+    client.rpush(f"{prefix}:lock:{{{prefix}:current}}", "not-a-string")
+    status, out, err = stderr_of(*command, "--redis-url", redis_url, "--prefix", prefix)
+    errors = [line for line in err.splitlines() if not line.startswith("INFO batch: data: ")]  # writers
+    assert status == 1 and len(errors) == 1 and errors[0].startswith("Error: Redis error: ")
+    assert "WRONGTYPE" in errors[0] and out == ""

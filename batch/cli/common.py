@@ -147,7 +147,8 @@ def shared_options(*sets, **override):
 
 
 def uses(command: click.Command, *sets) -> click.Command:
-    """Add the option sets ``sets`` to ``command``; its callback then finds their values in ``ctx.obj``.
+    """Add the option sets ``sets`` to ``command``; its callback then finds their values in ``ctx.obj``,
+    and a Redis failure in a command that uses :data:`REDIS` becomes one line (:func:`redis_errors`).
 
     A shared option typed before the command name (``recsys-batch --data-dir DIR run``, read by
     the root group) counts as typed on the command, unless the command was given its own.
@@ -165,7 +166,8 @@ def uses(command: click.Command, *sets) -> click.Command:
         shared.update((name, root.params[name]) for name in before)
         ctx.obj = Context(**shared, data_dir_given="data_dir" in typed | before)
         ctx.obj.setup_logging()
-        return callback(**kwargs)
+        with redis_errors(ctx.obj.redis_url) if "redis_url" in shared else contextlib.nullcontext():
+            return callback(**kwargs)
 
     command.callback = with_context
     return command

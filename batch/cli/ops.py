@@ -50,7 +50,7 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_ur
     params = load_params(params_file).with_(**overrides)
     obj.require_data(download)
     store = None if dry_run else obj.store(printed=True)
-    with redis_errors(obj.redis_url):
+    with redis_errors(obj.redis_url):  # here too, inside `reported`: the failure metric says StoreError
         result = run_job(obj.data_dir, params, store, keep=keep, url=dataset_url, release=obj.release,
                          progress=sys.stderr.isatty(), lock_ttl=lock_ttl, durable=obj.durable, force=force,
                          allow_eviction=allow_eviction)
@@ -109,10 +109,9 @@ def status(obj: Context, as_json):
     store, why = _read_only_store(obj)
     live, history, meta = None, [], None
     if store is not None:
-        with redis_errors(obj.redis_url):
-            live = store.current()
-            history = store.runs()
-            meta = store.meta(live) if live else None
+        live = store.current()
+        history = store.runs()
+        meta = store.meta(live) if live else None
     age = telemetry.age_seconds(meta)
     if as_json:
         click.echo(json.dumps({"current": live, "age_seconds": age, "meta": meta.as_dict() if meta else {},
@@ -163,19 +162,18 @@ def show(obj: Context, user_id, n, exclude):
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--exclude'") from None
     store, _ = _read_only_store(obj)
-    with redis_errors(obj.redis_url):
-        live = store.current() if store is not None else None
-        if live is None:
-            raise click.ClickException("no run has been published yet (run `recsys-batch run`)")
-        gone = f"the live run {live} has no keys (deleted?); see `recsys-batch status`"
-        top_n = (store.meta(live) or RunMeta()).top_n or len(store.popular(live) or [])
-        if not top_n:
-            raise click.ClickException(gone)
-        n = check_n(n, top_n)
-        try:
-            served = store.served(user_id, n, drop, run_id=live)
-        except LookupError:
-            raise click.ClickException(gone) from None
+    live = store.current() if store is not None else None
+    if live is None:
+        raise click.ClickException("no run has been published yet (run `recsys-batch run`)")
+    gone = f"the live run {live} has no keys (deleted?); see `recsys-batch status`"
+    top_n = (store.meta(live) or RunMeta()).top_n or len(store.popular(live) or [])
+    if not top_n:
+        raise click.ClickException(gone)
+    n = check_n(n, top_n)
+    try:
+        served = store.served(user_id, n, drop, run_id=live)
+    except LookupError:
+        raise click.ClickException(gone) from None
     click.echo(f"user {user_id}: {served.source} list from run {live}")
     for rank, item in enumerate(served.items(), start=1):
         click.echo(f"{rank:3d}. {item['title']} [{'|'.join(item['genres'])}] (movie {item['movie_id']}, "
@@ -196,7 +194,7 @@ def rollback(obj: Context, run_id):
     from batch.lifecycle import rollback as roll_back
 
     store = obj.store(create=False)
-    with redis_errors(obj.redis_url), obj.durable():
+    with obj.durable():
         target = roll_back(store, run_id)
     click.echo(f"current -> {target}")
 
@@ -216,6 +214,5 @@ def unlock(obj: Context, force):
       recsys-batch unlock --force
     """
     store = obj.store(create=False)
-    with redis_errors(obj.redis_url):
-        holder = store.unlock(force=force)
+    holder = store.unlock(force=force)
     click.echo("no batch lock is held" if holder is None else f"cleared the lock of {holder.describe()}")

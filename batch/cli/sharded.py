@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from batch.cli.common import Context, redis_errors
+from batch.cli.common import Context
 from batch.cli.options import ALLOW_EVICTION, DATASET_URL, FORCE, KEEP, PARAMS_FILE, param_option
 from batch.params import load_params
 
@@ -39,9 +39,8 @@ def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset
 
     params = load_params(params_file).with_(top_n=top_n, ranker=ranker)
     obj.require_data(None)
-    with redis_errors(obj.redis_url):
-        manifest = train_job(obj.data_dir, params, artifacts, obj.store(), release=obj.release,
-                             url=dataset_url, lock_ttl=lock_ttl, allow_eviction=allow_eviction)
+    manifest = train_job(obj.data_dir, params, artifacts, obj.store(), release=obj.release,
+                         url=dataset_url, lock_ttl=lock_ttl, allow_eviction=allow_eviction)
     click.echo(f"run {manifest['run_id']} trained: artifacts in {artifacts}")
 
 
@@ -68,8 +67,7 @@ def score(obj: Context, artifacts, shard):
         index, total = parse_shard(shard)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--shard") from None
-    with redis_errors(obj.redis_url):
-        written = score_job(artifacts, (index, total), obj.store())
+    written = score_job(artifacts, (index, total), obj.store())
     click.echo(f"shard {index}/{total}: {written} user lists written")
 
 
@@ -88,8 +86,7 @@ def publish(obj: Context, artifacts, shards, keep, force):
     """
     from batch.sharded import publish_job
 
-    with redis_errors(obj.redis_url):
-        report = publish_job(artifacts, shards, obj.store(), keep=keep, force=force)
+    report = publish_job(artifacts, shards, obj.store(), keep=keep, force=force)
     if report.already:
         return click.echo(f"run {report.run_id} is already published; nothing to do")
     click.echo(f"run {report.run_id} published: {report.users} users from {shards} shards")
