@@ -85,15 +85,12 @@ def test_show_words_the_n_rule_once_like_the_api(redis_url, prefix, publish_smal
 
     publish_small()
     api = create_app({"REDIS_URL": redis_url, "PREFIX": prefix}).test_client()
-    lines = []
-    for n in (0, 51):
-        status, out, err = stderr_of("show", "42", "-n", str(n), "--redis-url", redis_url, "--prefix", prefix)
+    for n in ("0", "51", "x", "-3"):
+        status, out, err = stderr_of("show", "42", "-n", n, "--redis-url", redis_url, "--prefix", prefix)
         assert status == 2 and out == ""
-        lines.append(err.splitlines()[-1])
         served = api.get(f"/recommendations/42?n={n}").get_json()["error"]
-        assert served == f"n must be an integer from 1 to 20, got '{n}'"
-    assert lines == ["Error: Invalid value for '-n': n must be an integer from 1 to 20, got 0",
-                     "Error: Invalid value for '-n': n must be an integer from 1 to 20, got 51"]
+        assert served == f"n must be an integer from 1 to 20, got {n!r}"
+        assert err.splitlines()[-1] == f"Error: Invalid value for '-n': {served}"  # the very same words
 
 
 def test_help_shows_the_default_a_run_would_use(tmp_path, monkeypatch):
@@ -153,3 +150,13 @@ def test_a_redis_error_in_any_redis_command_is_one_line(command, redis_url, pref
     errors = [line for line in err.splitlines() if not line.startswith("INFO batch: data: ")]  # writers
     assert status == 1 and len(errors) == 1 and errors[0].startswith("Error: Redis error: ")
     assert "WRONGTYPE" in errors[0] and out == ""
+
+
+def test_show_says_when_the_live_run_is_gone(redis_url, prefix, publish_small, client):
+    run_id = publish_small()
+    for key in client.scan_iter(match=f"{prefix}:run:*"):
+        client.delete(key)
+    status, out, err = stderr_of("show", "42", "--redis-url", redis_url, "--prefix", prefix)
+    assert (status, out) == (1, "")
+    assert err.splitlines() == [f"Error: the live run {run_id} has no keys (deleted?); "
+                                "see `recsys-batch status`"]

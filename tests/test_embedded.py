@@ -167,7 +167,9 @@ def test_read_only_commands_create_no_directory(state):
     status = cli(env, "status")
     assert status.returncode == 0 and "no live run" in status.stdout
     show = cli(env, "show", "1")
-    assert show.returncode == 1 and "no run has been published yet" in show.stderr
+    assert show.returncode == 1 and show.stderr.strip().splitlines() == [
+        f"Error: no embedded Redis in {directory}: nothing has been published there yet "
+        "(run `recsys-batch run`)"]
     assert "Traceback" not in show.stderr + status.stderr
     assert not directory.parent.exists()
 

@@ -27,18 +27,26 @@ from lookup_api.contract.keys import DEFAULT_PREFIX
 log = logging.getLogger("batch")
 
 
-def _check_url(ctx, param, value):
+def parsed(parse):
+    """Return an option's callback: ``parse(value)``, whose ValueError is a usage error (exit 2)."""
+    def callback(ctx, param, value):
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+
+    return callback
+
+
+def _check_url(value: str | None) -> str | None:
     from lookup_api.contract.connection import check_url
 
-    try:
-        return value and check_url(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
+    return value and check_url(value)
 
 
 # The shared option sets: (declarations, attributes) of each option, declared here only.
 REDIS = (
-    (("--redis-url",), dict(envvar="REDIS_URL", callback=_check_url,
+    (("--redis-url",), dict(envvar="REDIS_URL", callback=parsed(_check_url),
                             help="Redis server URL (redis://, rediss://, unix://, redis+cluster://). "
                                  "Unset: the embedded server of $RECSYS_EMBEDDED_DIR (default: the "
                                  "checkout's data/redis, else ./data/redis). [env: REDIS_URL]")),
