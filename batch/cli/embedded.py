@@ -7,7 +7,7 @@ import json
 import click
 
 from batch.cli.common import Group
-from lookup_api.where import redis_cli
+from lookup_api.where import embedded_status, redis_cli
 
 
 @click.group(cls=Group, short_help="Start, inspect or stop the embedded redis-server (no REDIS_URL).")
@@ -51,22 +51,8 @@ def status(as_json):
     """
     from lookup_api.embedded_redis import Embedded, embedded_dir
 
-    server = Embedded(embedded_dir())
-    pid = server.pid() if server.directory.is_dir() else None
-    files = {name: server.file(name).stat().st_size for name in ("appendonly.aof", "recsys.rdb")
-             if server.file(name).exists()}
-    info = {"directory": str(server.directory), "socket": str(server.socket), "pid": pid,
-            "answers": pid is not None and server.answers(), "files": files}
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    state = f"running, pid {info['pid']}" if info["pid"] else "not running"
-    click.echo(f"embedded redis-server in {info['directory']}: {state}")
-    if info["pid"]:
-        socket = info["socket"]
-        click.echo(f"  socket: {socket} (inspect: {redis_cli(socket)})")
-    for name, size in info["files"].items():
-        click.echo(f"  {name}: {size} bytes")
+    info = Embedded(embedded_dir()).info()
+    click.echo(json.dumps(info, indent=2) if as_json else embedded_status(info))
 
 
 @embedded.command(short_help="Stop the embedded server (its data stays on disk).")
