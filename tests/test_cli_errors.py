@@ -160,3 +160,14 @@ def test_show_says_when_the_live_run_is_gone(redis_url, prefix, publish_small, c
     assert (status, out) == (1, "")
     assert err.splitlines() == [f"Error: the live run {run_id} has no keys (deleted?); "
                                 "see `recsys-batch status`"]
+
+
+@pytest.mark.parametrize("shard, index, said", [
+    ("3/3", None, "shard index 3 must be in 0..2"), ("index/2", "5", "shard index 5 must be in 0..1"),
+    ("index/2", None, "shard must look like I/N, e.g. 0/3, got '/2'")])
+def test_a_bad_shard_is_a_usage_error(shard, index, said, tmp_path, monkeypatch):
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    env = {"JOB_COMPLETION_INDEX": index} if index else {}
+    result = CliRunner().invoke(cli, ["score", "--artifacts", str(tmp_path), "--shard", shard], env=env)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == f"Error: Invalid value for '--shard': {said}"

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from batch.download import RELEASES, find_dataset
+from batch.download import RELEASES, require_dataset
 from lookup_api import paths
 from lookup_api.contract.errors import RecsysError
 from lookup_api.contract.keys import DEFAULT_PREFIX
@@ -126,19 +126,10 @@ class Context:
         return fsynced(self.store().client)
 
     def require_data(self, download: bool | None = False) -> None:
-        """Refuse a ``--data-dir`` typed on the command line that lacks the dataset, unless ``download``.
-
-        The default data directory (or ``RECSYS_DATA_DIR``, a deployment's setting) is downloaded
-        into when empty; a path typed by hand may be mistyped, so nothing is created there silently.
-        ``download=None``: the command has no ``--download`` (the hint names ``download`` instead).
-        """
-        if download or not self.data_dir_given or find_dataset(self.data_dir, self.release) is not None:
-            return
-        name, ratings = self.release.name, self.release.fmt.ratings_file
-        fetch = (f"pass --download to fetch {name} into it" if download is not None else
-                 f"fetch {name} first: recsys-batch download --data-dir {self.data_dir}")
-        raise RecsysError(f"{self.data_dir} holds no {ratings} (nor {self.data_dir / name}/{ratings}): check "
-                          f"the path, or {fetch}")
+        """Refuse a ``--data-dir`` typed on the command line that lacks the dataset, unless ``download``
+        (:func:`batch.download.require_dataset`; ``None``: the command has no ``--download``)."""
+        if self.data_dir_given:
+            require_dataset(self.data_dir, self.release, download)
 
 
 TYPED = (ParameterSource.COMMANDLINE, ParameterSource.PROMPT)
