@@ -36,6 +36,8 @@ def test_evaluate_end_to_end_writes_table_json_and_report(small_dir, tmp_path):
     result = invoke("--data-dir", str(small_dir), "-q", "evaluate", "--protocol", "random", "--params",
                     str(params), "--json", str(out), "--report", str(report), "--original-users", "50")
     assert result.exit_code == 0, result.output
+    written = f"json: {out}\nreport: {report / 'evaluation.md'}, {report / 'curves.png'}\nevaluated in "
+    assert written in result.output
     for name in ("popularity", "recency-window popularity (not tuned)", "TF-IDF content only", "ALS only",
                  "SVD rating", "EASE (l2 50, weighting likes)", "original pipeline (ALS+TF-IDF -> SVD)",
                  "default pipeline (blend, product)", "original protocol"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
@@ -49,7 +48,7 @@ def evaluate(ctx, params_file, protocols, ranker, phase, cutoff, original_users,
     """
     from batch.evaluation.evaluate import evaluate_protocols, load_dataset, require_eval_extra
     from batch.evaluation.protocol import PROTOCOLS
-    from batch.evaluation.report import format_table, write_report
+    from batch.evaluation.report import format_table, save
 
     require_eval_extra()
     params = load_params(params_file).with_(ranker=ranker)
@@ -60,13 +59,8 @@ def evaluate(ctx, params_file, protocols, ranker, phase, cutoff, original_users,
                                 phase=phase, original_users=original_users)
     report.update(provenance, command=_command_line(ctx))
     click.echo(format_table(report, cutoff))
-    if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=1) + "\n")
-        click.echo(f"json: {json_path}")
-    if report_dir:
-        paths = write_report(report, report_dir, cutoff, report["command"])
-        click.echo(f"report: {', '.join(map(str, paths))}")
+    for line in save(report, cutoff, json_path, report_dir):
+        click.echo(line)
     click.echo(f"evaluated in {report['seconds']:.0f}s")
 
 
