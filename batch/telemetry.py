@@ -43,13 +43,19 @@ def format_age(seconds: float) -> str:
     return f"{s}s"
 
 
-def status_report(store, why: str | None = None, as_json: bool = False) -> str:
+def status_report(open_store, as_json: bool = False) -> str:
     """Return what ``recsys-batch status`` prints: the live run, its age, its meta (timings: every
     stage, publish, total) and the run history, newest first; ``as_json``: typed JSON.
 
-    ``store``: a :class:`~lookup_api.contract.reader.RunReader`, or None when there is no server to
-    read (``why``: the reason).
+    ``open_store()`` returns the :class:`~lookup_api.contract.reader.RunReader`; when it finds no
+    embedded server to read (EmbeddedError), that is why there is no live run.
     """
+    from lookup_api.embedded_redis import EmbeddedError
+
+    try:
+        store, why = open_store(), None
+    except EmbeddedError as exc:  # no embedded server: nothing published there (or why it cannot be read)
+        store, why = None, str(exc)
     live = store.current() if store is not None else None
     history = store.runs() if store is not None else []
     meta = store.meta(live) if live else None

@@ -7,9 +7,10 @@ import sys
 import click
 
 from batch import telemetry
-from batch.cli.common import Context, parsed, redis_errors
+from batch.cli.common import JSON, Context, parsed
 from batch.cli.options import ALLOW_EVICTION, DATASET_URL, DOWNLOAD, FORCE, KEEP, PARAMS_FILE, param_options
 from batch.params import load_params
+from batch.store import RefusedN, redis_errors
 from lookup_api.contract.keys import MAX_ID
 from lookup_api.contract.reader import DEFAULT_N, parse_exclude
 
@@ -80,7 +81,7 @@ def download_cmd(obj: Context, url, force):
 
 
 @click.command(short_help="Show the live run, its metadata and the run history.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (typed: numbers, objects).")
+@JSON
 @click.pass_obj
 def status(obj: Context, as_json):
     """Show the live run, its metadata (timings: every stage, publish, total) and the run history.
@@ -90,13 +91,7 @@ def status(obj: Context, as_json):
       recsys-batch status
       recsys-batch status --json
     """
-    from lookup_api.embedded_redis import EmbeddedError
-
-    try:
-        store, why = obj.store(create=False), None
-    except EmbeddedError as exc:  # no embedded server: nothing published there (or why it cannot be read)
-        store, why = None, str(exc)
-    click.echo(telemetry.status_report(store, why, as_json))
+    click.echo(telemetry.status_report(lambda: obj.store(create=False), as_json))
 
 
 @click.command(short_help="Print what the API serves for a user.")
@@ -115,8 +110,6 @@ def show(obj: Context, user_id, n, exclude):
     Example:
       recsys-batch show 42 -n 5 --exclude 2858,260
     """
-    from batch.store import RefusedN
-
     try:
         served = obj.store(create=False).show(user_id, n, exclude)
     except RefusedN as exc:
@@ -160,6 +153,5 @@ def unlock(obj: Context, force):
       recsys-batch unlock
       recsys-batch unlock --force
     """
-    store = obj.store(create=False)
-    holder = store.unlock(force=force)
+    holder = obj.store(create=False).unlock(force=force)
     click.echo("no batch lock is held" if holder is None else f"cleared the lock of {holder.describe()}")
