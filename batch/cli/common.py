@@ -2,8 +2,8 @@
 
 Each shared option is declared once, in :data:`REDIS`, :data:`DATA` or :data:`LOGS`, and
 :func:`uses` adds a set to each command that uses it (``batch/cli/__init__.py`` says which).
-Kept light (no numpy, no redis at import): ``--help`` and the read-only commands import the
-heavy libraries only when they use them.
+Kept light (no numpy at import): ``--help`` and the read-only commands import the model
+libraries only when they use them.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import click
 from click.core import ParameterSource
 
 from batch.download import RELEASES, require_dataset
+from batch.store import RunStore, redis_errors
 from lookup_api import paths
 from lookup_api.contract.errors import RecsysError
-from lookup_api.contract.keys import DEFAULT_PREFIX
+from lookup_api.contract.keys import DEFAULT_PREFIX, Keys
 
 log = logging.getLogger("batch")
 
@@ -72,6 +73,8 @@ LOGS = (
                                   "[env: RECSYS_LOG_FORMAT]")),
 )
 SHARED = {decls[-1].lstrip("-").replace("-", "_"): decls for decls, _ in REDIS + DATA + LOGS}
+JSON = click.option("--json", "as_json", is_flag=True,  # of every command that prints data
+                    help="Machine-readable output (typed: numbers, objects).")
 
 
 class Context:
@@ -104,9 +107,6 @@ class Context:
         command prints it (``printed``), else at DEBUG (``-vv``).
         """
         if self._store is None:
-            from batch.store import RunStore
-            from lookup_api.contract.keys import Keys
-
             self._store = RunStore.open(self.redis_url, Keys(self.prefix), create=create)
             log.log(logging.INFO if create and not printed else logging.DEBUG, "%s", self.where())
         return self._store
@@ -147,7 +147,8 @@ def shared_options(*sets, **override):
 
 def uses(command: click.Command, *sets) -> click.Command:
     """Add the option sets ``sets`` to ``command``; its callback then finds their values in ``ctx.obj``,
-    and a Redis failure in a command that uses :data:`REDIS` becomes one line (:func:`redis_errors`).
+    and a Redis failure in a command that uses :data:`REDIS` becomes one line
+    (:func:`batch.store.redis_errors`).
 
     A shared option typed before the command name (``recsys-batch --data-dir DIR run``, read by
     the root group) counts as typed on the command, unless the command was given its own.
@@ -189,13 +190,6 @@ class Group(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
-
-
-def redis_errors(url: str | None = None):
-    """Return :func:`batch.store.redis_errors` (imported only when a command talks to Redis)."""
-    from batch.store import redis_errors as errors
-
-    return errors(url)
 
 
 class Terminated(KeyboardInterrupt):

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from batch.cli.common import Group
+from batch.cli.common import JSON, Group
+from lookup_api import embedded_redis  # light (where imports it too): no redis until a server is asked
 from lookup_api.where import embedded_status, redis_cli
 
 
@@ -34,14 +35,12 @@ def start():
     Example:
       RECSYS_EMBEDDED_DIR=/var/tmp/recsys recsys-batch embedded start
     """
-    from lookup_api.embedded_redis import ensure
-
-    socket = ensure()
+    socket = embedded_redis.ensure()
     click.echo(f"embedded redis-server on {socket} (inspect: {redis_cli(socket)})")
 
 
 @embedded.command(short_help="Show whether the embedded server runs, and where.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@JSON
 def status(as_json):
     """Show the embedded server's directory, socket, pid and data files.
 
@@ -49,9 +48,7 @@ def status(as_json):
     Example:
       recsys-batch embedded status
     """
-    from lookup_api.embedded_redis import Embedded, embedded_dir
-
-    info = Embedded(embedded_dir()).info()
+    info = embedded_redis.Embedded(embedded_redis.embedded_dir()).info()
     click.echo(json.dumps(info, indent=2) if as_json else embedded_status(info))
 
 
@@ -63,10 +60,7 @@ def stop():
     Example:
       recsys-batch embedded stop
     """
-    from lookup_api.embedded_redis import embedded_dir
-    from lookup_api.embedded_redis import stop as stop_server
-
-    pid = stop_server()
-    where = embedded_dir()
+    pid = embedded_redis.stop()
+    where = embedded_redis.embedded_dir()
     click.echo(f"stopped the embedded redis-server (pid {pid}) of {where}" if pid
                else f"no embedded redis-server was running for {where}")
