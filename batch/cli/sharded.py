@@ -7,22 +7,13 @@ from pathlib import Path
 
 import click
 
-from batch.cli.common import Context, parsed
+from batch.cli.common import Context
 from batch.cli.options import ALLOW_EVICTION, DATASET_URL, FORCE, KEEP, PARAMS_FILE, param_option
 from batch.params import load_params
 
 ARTIFACTS = click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), required=True,
                          envvar="RECSYS_ARTIFACTS", help="Directory for model artifacts shared by train, "
                          "score and publish (e.g. a volume). [env: RECSYS_ARTIFACTS]")
-
-
-def _shard(text: str) -> tuple[int, int]:
-    """Parse ``--shard I/N``; ``index/N`` takes I from $JOB_COMPLETION_INDEX (a Kubernetes Indexed Job)."""
-    from batch.sharded import parse_shard
-
-    if text.startswith("index/"):
-        text = f"{os.environ.get('JOB_COMPLETION_INDEX', '')}/{text.split('/', 1)[1]}"
-    return parse_shard(text)
 
 
 @click.command()
@@ -56,7 +47,7 @@ def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset
 
 @click.command()
 @ARTIFACTS
-@click.option("--shard", required=True, envvar="RECSYS_SHARD", callback=parsed(_shard),
+@click.option("--shard", required=True, envvar="RECSYS_SHARD",
               help="I/N: score the I-th of N user slices (0-based). With JOB_COMPLETION_INDEX set "
                    "(Kubernetes Indexed Job), '$JOB_COMPLETION_INDEX/N' may be given as 'index/N'.")
 @click.pass_obj
@@ -67,10 +58,16 @@ def score(obj: Context, artifacts, shard):
     Example:
       recsys-batch score --artifacts /shared/run --shard 1/3
     """
-    from batch.sharded import score_job
+    from batch.sharded import parse_shard, score_job
 
-    written = score_job(artifacts, shard, obj.store())
-    click.echo(f"shard {shard[0]}/{shard[1]}: {written} user lists written")
+    if shard.startswith("index/"):  # read when the step runs: the pod sets JOB_COMPLETION_INDEX
+        shard = f"{os.environ.get('JOB_COMPLETION_INDEX', '')}/{shard.split('/', 1)[1]}"
+    try:
+        index, total = parse_shard(shard)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--shard'") from None
+    written = score_job(artifacts, (index, total), obj.store())
+    click.echo(f"shard {index}/{total}: {written} user lists written")
 
 
 @click.command()
