@@ -113,6 +113,22 @@ def find_dataset(data_dir: Path | str, release: Release = ML_1M) -> Path | None:
     return cached if is_complete(cached, release) else None
 
 
+def require_dataset(data_dir: Path, release: Release = ML_1M, download: bool | None = False) -> None:
+    """Refuse a data directory given by hand (``--data-dir``) that lacks the release, unless ``download``.
+
+    The default data directory (or ``RECSYS_DATA_DIR``, a deployment's setting) is downloaded
+    into when empty; a path typed by hand may be mistyped, so nothing is created there silently.
+    ``download=None``: the command has no ``--download`` (the hint names ``download`` instead).
+    """
+    if download or find_dataset(data_dir, release) is not None:
+        return
+    name, ratings = release.name, release.fmt.ratings_file
+    fetch = (f"pass --download to fetch {name} into it" if download is not None else
+             f"fetch {name} first: recsys-batch download --data-dir {data_dir}")
+    raise RecsysError(f"{data_dir} holds no {ratings} (nor {data_dir / name}/{ratings}): check the path, "
+                      f"or {fetch}")
+
+
 def _fetch(url: str, dest: Path, timeout: float, release: Release = ML_1M) -> tuple[str, str]:
     """Stream ``url`` to ``dest``; return its (md5, sha256) hex digests.
 

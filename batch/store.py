@@ -23,7 +23,7 @@ from lookup_api.contract.connection import UNAVAILABLE, connect, explain, redact
 from lookup_api.contract.errors import RecsysError
 from lookup_api.contract.keys import Keys
 from lookup_api.contract.meta import ABANDONED, COMPLETE, PENDING, RunMeta, field_value
-from lookup_api.contract.reader import RunReader
+from lookup_api.contract.reader import RunReader, Served, parse_n
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ class LostLockError(StoreError):
 
 class FullError(StoreError):
     """Redis has no room for the run: found before writing, or a write was refused (out of memory)."""
+
+
+class RefusedN(ValueError):
+    """``n`` breaks the serving rule (:func:`~lookup_api.contract.reader.parse_n`): the API answers 400."""
 
 
 def mib(n: float) -> str:
@@ -136,6 +140,25 @@ class RunStore(RunReader):
                 pipe.exists(key)
             absent += pipe.execute().count(0)
         return absent
+
+    def show(self, user_id: int, n: str | None, exclude: frozenset[int]) -> Served:
+        """Return what the API serves ``user_id`` from the live run (``recsys-batch show``), ``n`` as
+        ``?n=`` (RefusedN says why not); StoreError: nothing is published, or the live run is gone."""
+        live = self.current()
+        if live is None:
+            raise StoreError("no run has been published yet (run `recsys-batch run`)")
+        gone = StoreError(f"the live run {live} has no keys (deleted?); see `recsys-batch status`")
+        top_n = (self.meta(live) or RunMeta()).top_n or len(self.popular(live) or [])
+        if not top_n:
+            raise gone
+        try:
+            count = parse_n(n, top_n)
+        except ValueError as exc:
+            raise RefusedN(str(exc)) from None
+        try:
+            return self.served(user_id, count, exclude, run_id=live)
+        except LookupError:
+            raise gone from None
 
     def hide(self, movie_ids: Iterable[int], reason: str | None = None) -> int:
         """Hide titles (``<prefix>:hidden``, no run): the API drops them within its hidden TTL."""

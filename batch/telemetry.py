@@ -1,4 +1,5 @@
-"""Run telemetry for the batch: figures in the run meta, a Pushgateway push, JSON log lines.
+"""Run telemetry for the batch: figures in the run meta, the status report, a Pushgateway push,
+JSON log lines.
 
 Pushed as job ``recsys-batch``, grouped by the key ``prefix``; every series is listed in
 docs/observability.md.  A success replaces the group; a failure adds its metrics to it (the last
@@ -40,6 +41,39 @@ def format_age(seconds: float) -> str:
         if s >= size:
             return f"{s // size}{unit} {s % size // sub_size}{sub}"
     return f"{s}s"
+
+
+def status_report(open_store, as_json: bool = False) -> str:
+    """Return what ``recsys-batch status`` prints: the live run, its age, its meta (timings: every
+    stage, publish, total) and the run history, newest first; ``as_json``: typed JSON.
+
+    ``open_store()`` returns the :class:`~lookup_api.contract.reader.RunReader`; when it finds no
+    embedded server to read (EmbeddedError), that is why there is no live run.
+    """
+    from lookup_api.embedded_redis import EmbeddedError
+
+    try:
+        store, why = open_store(), None
+    except EmbeddedError as exc:  # no embedded server: nothing published there (or why it cannot be read)
+        store, why = None, str(exc)
+    live = store.current() if store is not None else None
+    history = store.runs() if store is not None else []
+    meta = store.meta(live) if live else None
+    age = age_seconds(meta)
+    if as_json:
+        return json.dumps({"current": live, "age_seconds": age, "meta": meta.as_dict() if meta else {},
+                           "runs": [{"run_id": r, "created_ts": s} for r, s in history]}, indent=2)
+    if live is None:
+        return f"no live run: {why or 'nothing has been published yet (run `recsys-batch run`)'}"
+    lines = [f"live run: {live}" + (f" (age {format_age(age)})" if age is not None else "")]
+    typed = meta.as_dict() if meta else {}
+    for key, value in sorted((meta.to_hash() if meta else {}).items()):
+        if key == F.timings and isinstance(typed.get(key), dict):
+            value = ", ".join(f"{k} {v:.2f}s" for k, v in typed[key].items())
+        lines.append(f"  {key}: {value}")
+    lines.append("history (newest first):")
+    lines += [f"  {'*' if run_id == live else ' '} {run_id}" for run_id, _ in history]
+    return "\n".join(lines)
 
 
 def success_registry(result, finished: float):

@@ -113,6 +113,14 @@ class Embedded:
         finally:
             client.close()
 
+    def info(self) -> dict:
+        """Return the directory, socket, pid (None: not running), whether it answers, and data file sizes."""
+        pid = self.pid() if self.directory.is_dir() else None
+        files = {name: self.file(name).stat().st_size for name in ("appendonly.aof", "recsys.rdb")
+                 if self.file(name).exists()}
+        return {"directory": str(self.directory), "socket": str(self.socket), "pid": pid,
+                "answers": pid is not None and self.answers(), "files": files}
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold ``<dir>/server.lock`` (exclusive flock): one process starts or stops the server."""

@@ -9,13 +9,12 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest  # 400 JSON, from the app's HTTPException handler
 
-from lookup_api.contract.reader import MAX_EXCLUDE, parse_exclude
+from lookup_api.contract.reader import MAX_EXCLUDE, parse_exclude, parse_n
 from lookup_api.service import Lookup, NoLiveRun, Result, StoreUnavailable, UnknownMovie
 
 bp = Blueprint("lookup", __name__)
 
 OPENAPI = Path(__file__).with_name("openapi.json")
-DEFAULT_N = 10
 ANSWER = "recsys.answer"  # the WSGI environ key of a list route's Result (read by lookup_api.metrics)
 
 
@@ -50,15 +49,11 @@ def _parse_exclude() -> frozenset[int]:
 
 
 def _parse_n(max_n: int) -> int:
-    given = request.args.getlist("n")
-    if len(given) > 1:
-        raise BadRequest(f"n is given {len(given)} times; give it once")
-    raw = given[0] if given else None
-    if raw is None:
-        return min(DEFAULT_N, max_n)
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= max_n:
-        raise BadRequest(f"n must be an integer from 1 to {max_n}, got {raw[:40]!r}")
-    return int(raw)
+    raw = _once("n")
+    try:
+        return parse_n(raw, max_n)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _respond(result: Result) -> Response:

@@ -1,7 +1,8 @@
 """One line saying where a process reads and writes: ``data: /abs/path · redis: <where>``.
 
 Logged at start-up by ``recsys-api`` and by the CLI, so that a server started in the wrong
-directory, or on the wrong Redis, says so.  The password of a Redis URL is redacted.
+directory, or on the wrong Redis, says so.  The password of a Redis URL is redacted.  Also the
+embedded server's status as ``recsys-batch embedded status`` prints it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ def describe(data: Path | str | None = None, redis_url: str | None = None,
         socket = Embedded(paths.embedded_dir(embedded)).socket
         redis = f"embedded, unix socket {socket}" + (f" (inspect: {redis_cli(socket)})" if inspect else "")
     return f"data: {paths.data_dir(data)} · redis: {redis}"
+
+
+def embedded_status(info: dict) -> str:
+    """Return ``recsys-batch embedded status``'s text for :meth:`Embedded.info` (with how to inspect it)."""
+    state = f"running, pid {info['pid']}" if info["pid"] else "not running"
+    lines = [f"embedded redis-server in {info['directory']}: {state}"]
+    if info["pid"]:
+        lines.append(f"  socket: {info['socket']} (inspect: {redis_cli(info['socket'])})")
+    lines += [f"  {name}: {size} bytes" for name, size in info["files"].items()]
+    return "\n".join(lines)
 
 
 def redis_cli(socket: Path | str) -> str:

@@ -85,15 +85,12 @@ def test_show_words_the_n_rule_once_like_the_api(redis_url, prefix, publish_smal
 
     publish_small()
     api = create_app({"REDIS_URL": redis_url, "PREFIX": prefix}).test_client()
-    lines = []
-    for n in (0, 51):
-        status, out, err = stderr_of("show", "42", "-n", str(n), "--redis-url", redis_url, "--prefix", prefix)
+    for n in ("0", "51", "x", "-3"):
+        status, out, err = stderr_of("show", "42", "-n", n, "--redis-url", redis_url, "--prefix", prefix)
         assert status == 2 and out == ""
-        lines.append(err.splitlines()[-1])
         served = api.get(f"/recommendations/42?n={n}").get_json()["error"]
-        assert served == f"n must be an integer from 1 to 20, got '{n}'"
-    assert lines == ["Error: Invalid value for '-n': n must be an integer from 1 to 20, got 0",
-                     "Error: Invalid value for '-n': n must be an integer from 1 to 20, got 51"]
+        assert served == f"n must be an integer from 1 to 20, got {n!r}"
+        assert err.splitlines()[-1] == f"Error: Invalid value for '-n': {served}"  # the very same words
 
 
 def test_help_shows_the_default_a_run_would_use(tmp_path, monkeypatch):
@@ -134,3 +131,43 @@ def test_shared_options_before_the_command_still_work(redis_url, prefix, tmp_pat
     assert result.exit_code == 0 and "no live run" in result.output
     typo = CliRunner().invoke(cli, ["--redis-url=redis://127.0.0.1:1/0", "status"])
     assert typo.exit_code == 1 and "cannot reach Redis at redis://127.0.0.1:1/0" in typo.stderr
+    dead = {"REDIS_URL": "redis://127.0.0.1:1/0"}
+    typed_before = CliRunner().invoke(cli, [*before, "status"], env=dead)  # typed beats the environment
+    assert typed_before.exit_code == 0 and "no live run" in typed_before.output
+    after_wins = CliRunner().invoke(cli, [*before, "status", "--redis-url", dead["REDIS_URL"]])
+    assert after_wins.exit_code == 1 and "cannot reach Redis at redis://127.0.0.1:1/0" in after_wins.stderr
+    assert "--redis-url TEXT" not in CliRunner().invoke(cli, ["--help"]).output  # each command lists its own
+
+
+@pytest.mark.parametrize("command", [["status"], ["show", "1"], ["rollback"], ["unlock"], ["hidden"],
+                                     ["hide", "1"], ["unhide", "1"]])
+def test_a_redis_error_in_any_redis_command_is_one_line(command, redis_url, prefix, client):
+    """Applied once, to every command of the REDIS set: a reply Redis refuses is one `Error:` line."""
+    client.rpush(f"{prefix}:current", "not-a-string")
+    client.rpush(f"{prefix}:hidden", "not-a-hash")
+    client.rpush(f"{prefix}:lock:{{{prefix}:current}}", "not-a-string")
+    status, out, err = stderr_of(*command, "--redis-url", redis_url, "--prefix", prefix)
+    errors = [line for line in err.splitlines() if not line.startswith("INFO batch: data: ")]  # writers
+    assert status == 1 and len(errors) == 1 and errors[0].startswith("Error: Redis error: ")
+    assert "WRONGTYPE" in errors[0] and out == ""
+
+
+def test_show_says_when_the_live_run_is_gone(redis_url, prefix, publish_small, client):
+    run_id = publish_small()
+    for key in client.scan_iter(match=f"{prefix}:run:*"):
+        client.delete(key)
+    status, out, err = stderr_of("show", "42", "--redis-url", redis_url, "--prefix", prefix)
+    assert (status, out) == (1, "")
+    assert err.splitlines() == [f"Error: the live run {run_id} has no keys (deleted?); "
+                                "see `recsys-batch status`"]
+
+
+@pytest.mark.parametrize("shard, index, said", [
+    ("3/3", None, "shard index 3 must be in 0..2"), ("index/2", "5", "shard index 5 must be in 0..1"),
+    ("index/2", None, "shard must look like I/N, e.g. 0/3, got '/2'")])
+def test_a_bad_shard_is_a_usage_error(shard, index, said, tmp_path, monkeypatch):
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    env = {"JOB_COMPLETION_INDEX": index} if index else {}
+    result = CliRunner().invoke(cli, ["score", "--artifacts", str(tmp_path), "--shard", shard], env=env)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == f"Error: Invalid value for '--shard': {said}"

@@ -58,7 +58,7 @@ def bare_fields(source: str, name: str = "<src>", dicts: bool = True) -> list[tu
 
 
 # dict literals of field-like keys that are not the run meta (the rule on H* commands still applies)
-OTHER_DICTS = {"batch/cli/evaluate.py": "the evaluation report's provenance (dataset, checksum, code)"}
+OTHER_DICTS = {"batch/evaluation/evaluate.py": "the evaluation report's provenance (dataset, checksum, code)"}
 
 
 def outside_contract() -> list[Path]:

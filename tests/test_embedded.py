@@ -5,6 +5,7 @@ Real processes only: the CLI and gunicorn run as subprocesses, servers are found
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -154,6 +155,10 @@ def test_run_then_redis_cli_status_and_stop(state, small_dir):
     assert "it keeps running" in ran.stderr and "recsys-batch embedded stop" in ran.stderr
     shown = cli(env, "embedded", "status")
     assert f"running, pid {servers_in(directory)[0]}" in shown.stdout and "appendonly.aof" in shown.stdout
+    assert f"  socket: {directory / 'redis.sock'} (inspect: " in shown.stdout
+    doc = json.loads(cli(env, "embedded", "status", "--json").stdout)
+    assert doc["pid"] == servers_in(directory)[0] and doc["answers"] is True
+    assert doc["files"]["appendonly.aof"] > 0
     stopped = cli(env, "embedded", "stop")
     assert stopped.returncode == 0 and "stopped the embedded redis-server" in stopped.stdout
     assert not servers_in(directory)
@@ -167,7 +172,9 @@ def test_read_only_commands_create_no_directory(state):
     status = cli(env, "status")
     assert status.returncode == 0 and "no live run" in status.stdout
     show = cli(env, "show", "1")
-    assert show.returncode == 1 and "no run has been published yet" in show.stderr
+    assert show.returncode == 1 and show.stderr.strip().splitlines() == [
+        f"Error: no embedded Redis in {directory}: nothing has been published there yet "
+        "(run `recsys-batch run`)"]
     assert "Traceback" not in show.stderr + status.stderr
     assert not directory.parent.exists()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -35,6 +36,8 @@ def test_evaluate_end_to_end_writes_table_json_and_report(small_dir, tmp_path):
     result = invoke("--data-dir", str(small_dir), "-q", "evaluate", "--protocol", "random", "--params",
                     str(params), "--json", str(out), "--report", str(report), "--original-users", "50")
     assert result.exit_code == 0, result.output
+    written = f"json: {out}\nreport: {report / 'evaluation.md'}, {report / 'curves.png'}\nevaluated in "
+    assert written in result.output
     for name in ("popularity", "recency-window popularity (not tuned)", "TF-IDF content only", "ALS only",
                  "SVD rating", "EASE (l2 50, weighting likes)", "original pipeline (ALS+TF-IDF -> SVD)",
                  "default pipeline (blend, product)", "original protocol"):
@@ -107,6 +110,10 @@ def test_tune_quick_writes_a_loadable_versioned_file(tmp_path):
     target.write_text(json.dumps({**SMALL_PARAMS, "version": 1, "trials": [{"stage": "svd"}]}))
     result = invoke("--data-dir", str(directory), "-q", "tune", "--quick", "--output", str(target))
     assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert re.fullmatch(r"random \w+: \{.*\}, validation \{.*\}", lines[0]), lines[0]
+    assert lines[-2].startswith("default pipeline (changes from the built-in defaults): {")
+    assert re.fullmatch(rf"\d+ trials in \d+s; written to {re.escape(str(target))}", lines[-1]), lines[-1]
     doc = tuned_document(target)
     assert {"version", "created_at", "params", "validation", "search_space", "trials", "baselines",
             "fallback"} <= set(doc)

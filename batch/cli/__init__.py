@@ -11,15 +11,19 @@ from __future__ import annotations
 import click
 
 from batch.cli import catalog, embedded, evaluate, ops, sharded
-from batch.cli.common import DATA, LOGS, REDIS, Group, uses
+from batch.cli.common import DATA, LOGS, REDIS, Group, shared_options, uses
 
 
+# The shared options are also read before the command name, for the command (see `uses`): there
+# hidden, and without their environment variables (each command reads those itself).
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-def cli():
+@shared_options(REDIS, DATA, LOGS, envvar=None, hidden=True)
+def cli(**_shared):
     """Train the MovieLens recommender and publish every user's top-N to Redis.
 
     Each command takes the shared options it uses (--redis-url, --prefix, --data-dir, --dataset,
-    -v, -q, --log-format); they may also come before the command (`recsys-batch --data-dir DIR run`).
+    -v, -q, --log-format); they may also come before the command (`recsys-batch --data-dir DIR run`),
+    where the command ignores those it does not take; one typed after the command wins.
 
     \b
     Example:

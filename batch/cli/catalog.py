@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import click
 
-from batch.cli.common import Context, redis_errors
+from batch.cli.common import JSON, Context
 from lookup_api.contract.keys import MAX_ID
 
 MOVIE_IDS = click.argument("movie_ids", nargs=-1, required=True, type=click.IntRange(1, MAX_ID))
@@ -30,9 +30,7 @@ def hide(obj: Context, movie_ids, reason):
     Example:
       recsys-batch hide 2858 1196 --reason "licence expired"
     """
-    store = obj.store()
-    with redis_errors(obj.redis_url):
-        added = store.hide(movie_ids, reason)
+    added = obj.store().hide(movie_ids, reason)
     click.echo(f"hidden: {len(set(movie_ids))} title(s) ({added} new); the API drops them within ~1 s")
 
 
@@ -47,14 +45,12 @@ def unhide(obj: Context, movie_ids):
     Example:
       recsys-batch unhide 2858
     """
-    store = obj.store()
-    with redis_errors(obj.redis_url):
-        removed = store.unhide(movie_ids)
+    removed = obj.store().unhide(movie_ids)
     click.echo(f"unhidden: {removed} of {len(set(movie_ids))} title(s) were hidden")
 
 
 @click.command("hidden", short_help="List the hidden titles, with reasons and times.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@JSON
 @click.pass_obj
 def hidden_cmd(obj: Context, as_json):
     """List the hidden titles with their reasons and when they were hidden.
@@ -63,9 +59,7 @@ def hidden_cmd(obj: Context, as_json):
     Example:
       recsys-batch hidden
     """
-    store = obj.store(create=False)
-    with redis_errors(obj.redis_url):
-        entries = store.hidden()
+    entries = obj.store(create=False).hidden()
     if as_json:
         click.echo(json.dumps({str(m): e for m, e in entries.items()}, indent=2))
         return

@@ -2,8 +2,8 @@
 
 Each shared option is declared once, in :data:`REDIS`, :data:`DATA` or :data:`LOGS`, and
 :func:`uses` adds a set to each command that uses it (``batch/cli/__init__.py`` says which).
-Kept light (no numpy, no redis at import): ``--help`` and the read-only commands import the
-heavy libraries only when they use them.
+Kept light (no numpy at import): ``--help`` and the read-only commands import the model
+libraries only when they use them.
 """
 
 from __future__ import annotations
@@ -19,26 +19,35 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from batch.download import RELEASES, find_dataset
+from batch.download import RELEASES, require_dataset
+from batch.store import RunStore, redis_errors
 from lookup_api import paths
 from lookup_api.contract.errors import RecsysError
-from lookup_api.contract.keys import DEFAULT_PREFIX
+from lookup_api.contract.keys import DEFAULT_PREFIX, Keys
 
 log = logging.getLogger("batch")
 
 
-def _check_url(ctx, param, value):
+def parsed(parse):
+    """Return an option's callback: ``parse(value)``, whose ValueError is a usage error (exit 2)."""
+    def callback(ctx, param, value):
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+
+    return callback
+
+
+def _check_url(value: str | None) -> str | None:
     from lookup_api.contract.connection import check_url
 
-    try:
-        return value and check_url(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
+    return value and check_url(value)
 
 
 # The shared option sets: (declarations, attributes) of each option, declared here only.
 REDIS = (
-    (("--redis-url",), dict(envvar="REDIS_URL", callback=_check_url,
+    (("--redis-url",), dict(envvar="REDIS_URL", callback=parsed(_check_url),
                             help="Redis server URL (redis://, rediss://, unix://, redis+cluster://). "
                                  "Unset: the embedded server of $RECSYS_EMBEDDED_DIR (default: the "
                                  "checkout's data/redis, else ./data/redis). [env: REDIS_URL]")),
@@ -64,6 +73,8 @@ LOGS = (
                                   "[env: RECSYS_LOG_FORMAT]")),
 )
 SHARED = {decls[-1].lstrip("-").replace("-", "_"): decls for decls, _ in REDIS + DATA + LOGS}
+JSON = click.option("--json", "as_json", is_flag=True,  # of every command that prints data
+                    help="Machine-readable output (typed: numbers, objects).")
 
 
 class Context:
@@ -96,9 +107,6 @@ class Context:
         command prints it (``printed``), else at DEBUG (``-vv``).
         """
         if self._store is None:
-            from batch.store import RunStore
-            from lookup_api.contract.keys import Keys
-
             self._store = RunStore.open(self.redis_url, Keys(self.prefix), create=create)
             log.log(logging.INFO if create and not printed else logging.DEBUG, "%s", self.where())
         return self._store
@@ -118,75 +126,58 @@ class Context:
         return fsynced(self.store().client)
 
     def require_data(self, download: bool | None = False) -> None:
-        """Refuse a ``--data-dir`` typed on the command line that lacks the dataset, unless ``download``.
+        """Refuse a ``--data-dir`` typed on the command line that lacks the dataset, unless ``download``
+        (:func:`batch.download.require_dataset`; ``None``: the command has no ``--download``)."""
+        if self.data_dir_given:
+            require_dataset(self.data_dir, self.release, download)
 
-        The default data directory (or ``RECSYS_DATA_DIR``, a deployment's setting) is downloaded
-        into when empty; a path typed by hand may be mistyped, so nothing is created there silently.
-        ``download=None``: the command has no ``--download`` (the hint names ``download`` instead).
-        """
-        if download or not self.data_dir_given or find_dataset(self.data_dir, self.release) is not None:
-            return
-        name, ratings = self.release.name, self.release.fmt.ratings_file
-        fetch = (f"pass --download to fetch {name} into it" if download is not None else
-                 f"fetch {name} first: recsys-batch download --data-dir {self.data_dir}")
-        raise RecsysError(f"{self.data_dir} holds no {ratings} (nor {self.data_dir / name}/{ratings}): check "
-                          f"the path, or {fetch}")
+
+TYPED = (ParameterSource.COMMANDLINE, ParameterSource.PROMPT)
+
+
+def shared_options(*sets, **override):
+    """Return a decorator adding the options of ``sets`` (``override``: attributes changed in each)."""
+    def add(command):
+        for decls, attrs in (option for options in sets for option in options):
+            command = click.option(*decls, **{**attrs, **override})(command)  # a Command appends each
+        return command
+
+    return add
 
 
 def uses(command: click.Command, *sets) -> click.Command:
-    """Add the option sets ``sets`` to ``command``; its callback then finds their values in ``ctx.obj``."""
-    for decls, attrs in (option for options in sets for option in options):
-        command = click.option(*decls, **attrs)(command)  # a built Command appends each parameter
+    """Add the option sets ``sets`` to ``command``; its callback then finds their values in ``ctx.obj``,
+    and a Redis failure in a command that uses :data:`REDIS` becomes one line
+    (:func:`batch.store.redis_errors`).
+
+    A shared option typed before the command name (``recsys-batch --data-dir DIR run``, read by
+    the root group) counts as typed on the command, unless the command was given its own.
+    """
+    command = shared_options(*sets)(command)
     callback = command.callback
 
     @functools.wraps(callback)
     def with_context(**kwargs):
         ctx = click.get_current_context()
+        root = ctx.find_root()
         shared = {name: kwargs.pop(name) for name in SHARED if name in kwargs}
-        given = ctx.get_parameter_source("data_dir") in (ParameterSource.COMMANDLINE, ParameterSource.PROMPT)
-        ctx.obj = Context(**shared, data_dir_given=given)
+        typed = {name for name in shared if ctx.get_parameter_source(name) in TYPED}
+        before = {name for name in shared if root.get_parameter_source(name) in TYPED} - typed
+        shared.update((name, root.params[name]) for name in before)
+        ctx.obj = Context(**shared, data_dir_given="data_dir" in typed | before)
         ctx.obj.setup_logging()
-        return callback(**kwargs)
+        with redis_errors(ctx.obj.redis_url) if "redis_url" in shared else contextlib.nullcontext():
+            return callback(**kwargs)
 
     command.callback = with_context
     return command
 
 
-def _leading_shared(args: list[str]) -> tuple[list[tuple[str, list[str]]], list[str]]:
-    """Split off the shared options before the command name: ``([(option, tokens)], rest)``."""
-    flags = {"-v": "-v", "--verbose": "-v", "-q": "-q", "--quiet": "-q"}
-    valued = {d for name, decls in SHARED.items() for d in decls if d not in flags}
-    moved, i = [], 0
-    while i < len(args):
-        name = args[i].split("=", 1)[0]
-        if name in valued:
-            tokens = args[i : i + (1 if "=" in args[i] else 2)]
-            moved.append((name, tokens))
-            i += len(tokens)
-        elif name in flags or (name.startswith("-") and len(name) > 2 and set(name[1:]) <= {"v", "q"}):
-            moved += [(f"-{c}", [f"-{c}"]) for c in (name[1:] if name[1] != "-" else flags[name][1:])]
-            i += 1
-        else:
-            break
-    return moved, args[i:]
-
-
 class Group(click.Group):
     """A Click group whose command list shows each command's whole summary line (wrapped, not cut).
 
-    The root group also accepts the shared options before the command name (``recsys-batch
-    --data-dir DIR run``): each goes to the command if that command takes it, else is ignored.
-    It turns every :class:`RecsysError` into one ``Error:`` line with exit status 1.
+    The root group turns every :class:`RecsysError` into one ``Error:`` line with exit status 1.
     """
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """Move the shared options given before the command name after it (those it takes)."""
-        moved, rest = _leading_shared(args) if ctx.parent is None else ([], args)
-        command = self.get_command(ctx, rest[0]) if rest else None
-        if moved and command is not None:
-            takes = {opt for param in command.params for opt in param.opts}
-            rest = [rest[0], *(t for name, tokens in moved if name in takes for t in tokens), *rest[1:]]
-        return super().parse_args(ctx, rest)
 
     def invoke(self, ctx: click.Context):
         """Run the command; library errors become one line (see :func:`fail_cleanly`)."""
@@ -199,14 +190,6 @@ class Group(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
-
-
-
-def redis_errors(url: str | None = None):
-    """Return :func:`batch.store.redis_errors` (imported only when a command talks to Redis)."""
-    from batch.store import redis_errors as errors
-
-    return errors(url)
 
 
 class Terminated(KeyboardInterrupt):

@@ -6,8 +6,9 @@ import json
 
 import click
 
-from batch.cli.common import Group
-from lookup_api.where import redis_cli
+from batch.cli.common import JSON, Group
+from lookup_api import embedded_redis  # light (where imports it too): no redis until a server is asked
+from lookup_api.where import embedded_status, redis_cli
 
 
 @click.group(cls=Group, short_help="Start, inspect or stop the embedded redis-server (no REDIS_URL).")
@@ -34,14 +35,12 @@ def start():
     Example:
       RECSYS_EMBEDDED_DIR=/var/tmp/recsys recsys-batch embedded start
     """
-    from lookup_api.embedded_redis import ensure
-
-    socket = ensure()
+    socket = embedded_redis.ensure()
     click.echo(f"embedded redis-server on {socket} (inspect: {redis_cli(socket)})")
 
 
 @embedded.command(short_help="Show whether the embedded server runs, and where.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@JSON
 def status(as_json):
     """Show the embedded server's directory, socket, pid and data files.
 
@@ -49,24 +48,8 @@ def status(as_json):
     Example:
       recsys-batch embedded status
     """
-    from lookup_api.embedded_redis import Embedded, embedded_dir
-
-    server = Embedded(embedded_dir())
-    pid = server.pid() if server.directory.is_dir() else None
-    files = {name: server.file(name).stat().st_size for name in ("appendonly.aof", "recsys.rdb")
-             if server.file(name).exists()}
-    info = {"directory": str(server.directory), "socket": str(server.socket), "pid": pid,
-            "answers": pid is not None and server.answers(), "files": files}
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    state = f"running, pid {info['pid']}" if info["pid"] else "not running"
-    click.echo(f"embedded redis-server in {info['directory']}: {state}")
-    if info["pid"]:
-        socket = info["socket"]
-        click.echo(f"  socket: {socket} (inspect: {redis_cli(socket)})")
-    for name, size in info["files"].items():
-        click.echo(f"  {name}: {size} bytes")
+    info = embedded_redis.Embedded(embedded_redis.embedded_dir()).info()
+    click.echo(json.dumps(info, indent=2) if as_json else embedded_status(info))
 
 
 @embedded.command(short_help="Stop the embedded server (its data stays on disk).")
@@ -77,10 +60,7 @@ def stop():
     Example:
       recsys-batch embedded stop
     """
-    from lookup_api.embedded_redis import embedded_dir
-    from lookup_api.embedded_redis import stop as stop_server
-
-    pid = stop_server()
-    where = embedded_dir()
+    pid = embedded_redis.stop()
+    where = embedded_redis.embedded_dir()
     click.echo(f"stopped the embedded redis-server (pid {pid}) of {where}" if pid
                else f"no embedded redis-server was running for {where}")

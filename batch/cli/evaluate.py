@@ -2,51 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import click
 
-from batch.cli.common import Context
 from batch.cli.options import DOWNLOAD, PARAMS_FILE
-from batch.params import RANKERS, TUNED_PATH, Params, load_params, tuned_document
-from lookup_api.contract.errors import RecsysError
+from batch.params import RANKERS, TUNED_PATH, load_params, tuned_document
 
 
 def _command_line(ctx: click.Context) -> str:
     if os.path.basename(sys.argv[0]) == "recsys-batch":
         return shlex.join(["recsys-batch", *sys.argv[1:]])
     return ctx.command_path
-
-
-def _load(obj: Context, download: bool):
-    """Return (ratings, movies, provenance) of the dataset under ``--data-dir``."""
-    from batch.job import code_version, dataset_checksum, resolve_data_dir
-    from batch.movielens_ratings import load_dir
-
-    obj.require_data(download)
-    directory = resolve_data_dir(obj.data_dir, release=obj.release)
-    ratings, movies = load_dir(directory, obj.release.fmt)
-    return ratings, movies, {"dataset": obj.release.name,
-                             "dataset_sha256": dataset_checksum(directory, obj.release),
-                             "code_version": code_version()}
-
-
-EVAL_EXTRA = ("matplotlib",)  # what the `eval` extra adds to `batch` (pyproject.toml)
-
-
-def require_eval_extra() -> None:
-    """Exit 1 with one line when the `eval` extra is not installed (the nightly image lacks it)."""
-    import importlib.util
-
-    missing = [m for m in EVAL_EXTRA if importlib.util.find_spec(m) is None]
-    if missing:
-        raise RecsysError(f"the evaluation needs the eval extra ({', '.join(missing)} missing): "
-                                   "run `uv sync --extra batch --extra eval`")
 
 
 @click.command(short_help="Compare the pipeline with tuned baselines on the random and time splits.")
@@ -76,25 +46,21 @@ def evaluate(ctx, params_file, protocols, ranker, phase, cutoff, original_users,
     Example:
       recsys-batch evaluate --data-dir /path/to/ml-1m --json data/eval/evaluation.json --report data/eval
     """
-    require_eval_extra()
-    from batch.evaluation.evaluate import evaluate_protocols
+    from batch.evaluation.evaluate import evaluate_protocols, load_dataset, require_eval_extra
     from batch.evaluation.protocol import PROTOCOLS
-    from batch.evaluation.report import format_table, write_report
+    from batch.evaluation.report import format_table, save
 
+    require_eval_extra()
     params = load_params(params_file).with_(ranker=ranker)
     baselines = tuned_document(params_file).get("baselines", {})
-    ratings, movies, provenance = _load(ctx.obj, download)
+    ctx.obj.require_data(download)
+    ratings, movies, provenance = load_dataset(ctx.obj.data_dir, ctx.obj.release)
     report = evaluate_protocols(ratings, movies, params, tuple(protocols) or PROTOCOLS, baselines=baselines,
                                 phase=phase, original_users=original_users)
     report.update(provenance, command=_command_line(ctx))
     click.echo(format_table(report, cutoff))
-    if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=1) + "\n")
-        click.echo(f"json: {json_path}")
-    if report_dir:
-        paths = write_report(report, report_dir, cutoff, report["command"])
-        click.echo(f"report: {', '.join(map(str, paths))}")
+    for line in save(report, cutoff, json_path, report_dir):
+        click.echo(line)
     click.echo(f"evaluated in {report['seconds']:.0f}s")
 
 
@@ -121,27 +87,13 @@ def tune(ctx, output, protocols, quick, seed, download):
       recsys-batch tune --data-dir /path/to/ml-1m              # writes batch/tuned_params.json
       recsys-batch tune --data-dir /path/to/ml-1m --protocol temporal --output data/tuned.json
     """
-    require_eval_extra()
+    from batch.evaluation.evaluate import load_dataset, require_eval_extra
     from batch.evaluation.protocol import PROTOCOLS
-    from batch.evaluation.tuning import SMALL, SearchSpace, assemble, write_tuned
-    from batch.evaluation.tuning import tune as run_tune
+    from batch.evaluation.tuning import tune_file
 
-    ratings, movies, provenance = _load(ctx.obj, download)
-    started = time.perf_counter()
-    previous = tuned_document(output) if output.exists() else {}
-    base = Params.from_dict(previous["params"]) if "params" in previous else Params()
-    space = SMALL if quick else SearchSpace()
-    sections = run_tune(ratings, movies, base, space, tuple(protocols) or PROTOCOLS, seed)
-    doc = assemble(previous, sections, {"command": _command_line(ctx), **provenance}, space, seed)
-    path = write_tuned(doc, output)
-    for protocol, section in sections["baselines"].items():
-        for key, chosen in section.items():
-            click.echo(f"{protocol} {key}: "
-                       f"{json.dumps(chosen['settings'])}, validation {chosen['validation']}")
-    for protocol, value in sections["validation"].items():
-        click.echo(f"{protocol} validation: {json.dumps(value)}")
-    defaults = Params().to_dict()
-    changed = {k: v for k, v in doc["params"].items() if defaults[k] != v}
-    click.echo(f"default pipeline (changes from the built-in defaults): {json.dumps(changed)}")
-    trials = sum(map(len, sections["trials"].values()))
-    click.echo(f"{trials} trials in {time.perf_counter() - started:.0f}s; written to {path}")
+    require_eval_extra()
+    ctx.obj.require_data(download)
+    ratings, movies, provenance = load_dataset(ctx.obj.data_dir, ctx.obj.release)
+    for line in tune_file(ratings, movies, output, tuple(protocols) or PROTOCOLS, quick=quick, seed=seed,
+                          provenance={"command": _command_line(ctx), **provenance}):
+        click.echo(line)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
 from batch import telemetry
-from batch.cli.common import Context, redis_errors
+from batch.cli.common import JSON, Context, parsed
 from batch.cli.options import ALLOW_EVICTION, DATASET_URL, DOWNLOAD, FORCE, KEEP, PARAMS_FILE, param_options
 from batch.params import load_params
+from batch.store import RefusedN, redis_errors
 from lookup_api.contract.keys import MAX_ID
-from lookup_api.contract.meta import F, RunMeta
-from lookup_api.contract.reader import parse_exclude
-
-DEFAULT_N = 10  # items shown without -n, as the API's default ?n= (lookup_api.views)
+from lookup_api.contract.reader import DEFAULT_N, parse_exclude
 
 
 @click.command(short_help="Train on all ratings, rank for every user, publish atomically.")
@@ -50,7 +47,7 @@ def run(obj: Context, params_file, keep, dry_run, lock_ttl, download, dataset_ur
     params = load_params(params_file).with_(**overrides)
     obj.require_data(download)
     store = None if dry_run else obj.store(printed=True)
-    with redis_errors(obj.redis_url):
+    with redis_errors(obj.redis_url):  # here too, inside `reported`: the failure metric says StoreError
         result = run_job(obj.data_dir, params, store, keep=keep, url=dataset_url, release=obj.release,
                          progress=sys.stderr.isatty(), lock_ttl=lock_ttl, durable=obj.durable, force=force,
                          allow_eviction=allow_eviction)
@@ -83,20 +80,8 @@ def download_cmd(obj: Context, url, force):
     click.echo(f"{obj.release.name} ready in {target}")
 
 
-def _read_only_store(obj: Context):
-    """Return ``(store, None)``, or ``(None, why)`` when there is no embedded server (nothing published)."""
-    from lookup_api.embedded_redis import EmbeddedError
-
-    try:
-        return obj.store(create=False), None
-    except EmbeddedError as exc:
-        return None, str(exc)
-
-
-
-
 @click.command(short_help="Show the live run, its metadata and the run history.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (typed: numbers, objects).")
+@JSON
 @click.pass_obj
 def status(obj: Context, as_json):
     """Show the live run, its metadata (timings: every stage, publish, total) and the run history.
@@ -106,47 +91,14 @@ def status(obj: Context, as_json):
       recsys-batch status
       recsys-batch status --json
     """
-    store, why = _read_only_store(obj)
-    live, history, meta = None, [], None
-    if store is not None:
-        with redis_errors(obj.redis_url):
-            live = store.current()
-            history = store.runs()
-            meta = store.meta(live) if live else None
-    age = telemetry.age_seconds(meta)
-    if as_json:
-        click.echo(json.dumps({"current": live, "age_seconds": age, "meta": meta.as_dict() if meta else {},
-                               "runs": [{"run_id": r, "created_ts": s} for r, s in history]}, indent=2))
-        return
-    if live is None:
-        click.echo(f"no live run: {why or 'nothing has been published yet (run `recsys-batch run`)'}")
-        return
-    click.echo(f"live run: {live}" + (f" (age {telemetry.format_age(age)})" if age is not None else ""))
-    typed = meta.as_dict() if meta else {}
-    for key, value in sorted((meta.to_hash() if meta else {}).items()):
-        if key == F.timings and isinstance(typed.get(key), dict):
-            value = ", ".join(f"{k} {v:.2f}s" for k, v in typed[key].items())
-        click.echo(f"  {key}: {value}")
-    click.echo("history (newest first):")
-    for run_id, _ in history:
-        click.echo(f"  {'*' if run_id == live else ' '} {run_id}")
-
-
-def check_n(n: int | None, top_n: int) -> int:
-    """Return how many items to show: the API's rule for ``?n=`` (unset: 10, at most the list length)."""
-    if n is None:
-        return min(DEFAULT_N, top_n)
-    if not 1 <= n <= top_n:
-        raise click.BadParameter(f"n must be an integer from 1 to {top_n}, got {n}", param_hint="'-n'")
-    return n
+    click.echo(telemetry.status_report(lambda: obj.store(create=False), as_json))
 
 
 @click.command(short_help="Print what the API serves for a user.")
 @click.argument("user_id", type=click.IntRange(1, MAX_ID))
-@click.option("-n", type=int, default=None, show_default=False,
-              help=f"How many items: 1 to the published list length [default: {DEFAULT_N}, at most that "
-                   "length], as the API's ?n=.")
-@click.option("--exclude", default=None, metavar="ID,...",
+@click.option("-n", metavar="N", help=f"How many items: 1 to the published list length [default: "
+                                      f"{DEFAULT_N}, at most that length], as the API's ?n=.")
+@click.option("--exclude", callback=parsed(parse_exclude), metavar="ID,...",
               help="Movie ids to leave out, as the API's ?exclude= (at most 100).")
 @click.pass_obj
 def show(obj: Context, user_id, n, exclude):
@@ -159,24 +111,10 @@ def show(obj: Context, user_id, n, exclude):
       recsys-batch show 42 -n 5 --exclude 2858,260
     """
     try:
-        drop = parse_exclude(exclude)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--exclude'") from None
-    store, _ = _read_only_store(obj)
-    with redis_errors(obj.redis_url):
-        live = store.current() if store is not None else None
-        if live is None:
-            raise click.ClickException("no run has been published yet (run `recsys-batch run`)")
-        gone = f"the live run {live} has no keys (deleted?); see `recsys-batch status`"
-        top_n = (store.meta(live) or RunMeta()).top_n or len(store.popular(live) or [])
-        if not top_n:
-            raise click.ClickException(gone)
-        n = check_n(n, top_n)
-        try:
-            served = store.served(user_id, n, drop, run_id=live)
-        except LookupError:
-            raise click.ClickException(gone) from None
-    click.echo(f"user {user_id}: {served.source} list from run {live}")
+        served = obj.store(create=False).show(user_id, n, exclude)
+    except RefusedN as exc:
+        raise click.BadParameter(str(exc), param_hint="'-n'") from None
+    click.echo(f"user {user_id}: {served.source} list from run {served.run_id}")
     for rank, item in enumerate(served.items(), start=1):
         click.echo(f"{rank:3d}. {item['title']} [{'|'.join(item['genres'])}] (movie {item['movie_id']}, "
                    f"score {item['score']:.3f}, predicted rating {item['predicted_rating']:.1f})")
@@ -196,7 +134,7 @@ def rollback(obj: Context, run_id):
     from batch.lifecycle import rollback as roll_back
 
     store = obj.store(create=False)
-    with redis_errors(obj.redis_url), obj.durable():
+    with obj.durable():
         target = roll_back(store, run_id)
     click.echo(f"current -> {target}")
 
@@ -215,7 +153,5 @@ def unlock(obj: Context, force):
       recsys-batch unlock
       recsys-batch unlock --force
     """
-    store = obj.store(create=False)
-    with redis_errors(obj.redis_url):
-        holder = store.unlock(force=force)
+    holder = obj.store(create=False).unlock(force=force)
     click.echo("no batch lock is held" if holder is None else f"cleared the lock of {holder.describe()}")

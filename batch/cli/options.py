@@ -43,6 +43,10 @@ def _type(f: Field) -> click.ParamType:
 class TunedOption(click.Option):
     """A setting's option: unset, the tuned file's value, else the built-in default; --help shows which."""
 
+    def __init__(self, *args, builtin=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.builtin = builtin
+
     def get_help_extra(self, ctx: click.Context):
         """Read the tuned file now, so ``[default: ...]`` is the value a run would use."""
         try:
@@ -60,16 +64,8 @@ def param_option(f: Field | str):
     if isinstance(f, str):
         f = next(field for field in declared() if field.name == f)
     option = "--" + f.name.replace("_", "-")  # als_factors -> --als-factors
-    decorator = click.option(option, f.name, cls=TunedOption, type=_type(f), default=None,
-                             help=f.metadata["help"])
-
-    def apply(func):
-        func = decorator(func)
-        params = func.params if isinstance(func, click.Command) else func.__click_params__
-        params[-1].builtin = f.default if f.default is not MISSING else None
-        return func
-
-    return apply
+    return click.option(option, f.name, cls=TunedOption, type=_type(f), default=None, help=f.metadata["help"],
+                        builtin=f.default if f.default is not MISSING else None)
 
 
 def param_options(func):

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
-from batch.cli.common import Context, redis_errors
+from batch.cli.common import Context
 from batch.cli.options import ALLOW_EVICTION, DATASET_URL, FORCE, KEEP, PARAMS_FILE, param_option
 from batch.params import load_params
 
-ARTIFACTS = {"type": click.Path(file_okay=False, path_type=Path), "required": True,
-             "envvar": "RECSYS_ARTIFACTS"}  # the --artifacts option of every step
-ARTIFACTS_HELP = "Directory for model artifacts shared by train, score and publish (e.g. a volume)."
+ARTIFACTS = click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), required=True,
+                         envvar="RECSYS_ARTIFACTS", help="Directory for model artifacts shared by train, "
+                         "score and publish (e.g. a volume). [env: RECSYS_ARTIFACTS]")
 
 
 @click.command()
-@click.option("--artifacts", **ARTIFACTS, help=ARTIFACTS_HELP + " [env: RECSYS_ARTIFACTS]")
+@ARTIFACTS
 @PARAMS_FILE
 @param_option("top_n")
 @param_option("ranker")
@@ -39,14 +40,13 @@ def train(obj: Context, artifacts, params_file, top_n, ranker, lock_ttl, dataset
 
     params = load_params(params_file).with_(top_n=top_n, ranker=ranker)
     obj.require_data(None)
-    with redis_errors(obj.redis_url):
-        manifest = train_job(obj.data_dir, params, artifacts, obj.store(), release=obj.release,
-                             url=dataset_url, lock_ttl=lock_ttl, allow_eviction=allow_eviction)
+    manifest = train_job(obj.data_dir, params, artifacts, obj.store(), release=obj.release,
+                         url=dataset_url, lock_ttl=lock_ttl, allow_eviction=allow_eviction)
     click.echo(f"run {manifest['run_id']} trained: artifacts in {artifacts}")
 
 
 @click.command()
-@click.option("--artifacts", **ARTIFACTS, help=ARTIFACTS_HELP)
+@ARTIFACTS
 @click.option("--shard", required=True, envvar="RECSYS_SHARD",
               help="I/N: score the I-th of N user slices (0-based). With JOB_COMPLETION_INDEX set "
                    "(Kubernetes Indexed Job), '$JOB_COMPLETION_INDEX/N' may be given as 'index/N'.")
@@ -58,23 +58,20 @@ def score(obj: Context, artifacts, shard):
     Example:
       recsys-batch score --artifacts /shared/run --shard 1/3
     """
-    import os
-
     from batch.sharded import parse_shard, score_job
 
-    if shard.startswith("index/"):
+    if shard.startswith("index/"):  # read when the step runs: the pod sets JOB_COMPLETION_INDEX
         shard = f"{os.environ.get('JOB_COMPLETION_INDEX', '')}/{shard.split('/', 1)[1]}"
     try:
         index, total = parse_shard(shard)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--shard") from None
-    with redis_errors(obj.redis_url):
-        written = score_job(artifacts, (index, total), obj.store())
+        raise click.BadParameter(str(exc), param_hint="'--shard'") from None
+    written = score_job(artifacts, (index, total), obj.store())
     click.echo(f"shard {index}/{total}: {written} user lists written")
 
 
 @click.command()
-@click.option("--artifacts", **ARTIFACTS, help=ARTIFACTS_HELP)
+@ARTIFACTS
 @click.option("--shards", type=click.IntRange(1), required=True, help="How many shards the run has.")
 @KEEP
 @FORCE
@@ -88,8 +85,7 @@ def publish(obj: Context, artifacts, shards, keep, force):
     """
     from batch.sharded import publish_job
 
-    with redis_errors(obj.redis_url):
-        report = publish_job(artifacts, shards, obj.store(), keep=keep, force=force)
+    report = publish_job(artifacts, shards, obj.store(), keep=keep, force=force)
     if report.already:
         return click.echo(f"run {report.run_id} is already published; nothing to do")
     click.echo(f"run {report.run_id} published: {report.users} users from {shards} shards")

@@ -9,13 +9,16 @@ Every list is scored by :func:`batch.evaluation.scoring.score`.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 
 from batch import pipeline
+from batch.download import Release
 from batch.evaluation.fallback import describe as describe_rule
 from batch.evaluation.fallback import fallback_comparison
 from batch.evaluation.protocol import PROTOCOLS, Phase, sample_users, svd_errors
@@ -32,11 +35,33 @@ from batch.evaluation.rows import (
 )
 from batch.evaluation.scoring import Scores, pad, paired_difference, score, served
 from batch.movielens import Movies, Ratings
+from batch.movielens_ratings import load_dir
 from batch.params import Params
+from lookup_api.contract.errors import RecsysError
 
 log = logging.getLogger(__name__)
 
 SVD_ROWS = ("svd_full", "original", "default")  # rows whose ranking uses SVD: their rating errors too
+EVAL_EXTRA = ("matplotlib",)  # what the `eval` extra adds to `batch` (pyproject.toml)
+
+
+def require_eval_extra() -> None:
+    """Raise a one-line RecsysError when the `eval` extra is not installed (the nightly image lacks it)."""
+    missing = [m for m in EVAL_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RecsysError(f"the evaluation needs the eval extra ({', '.join(missing)} missing): "
+                          "run `uv sync --extra batch --extra eval`")
+
+
+def load_dataset(data_dir: Path, release: Release) -> tuple[Ratings, Movies, dict]:
+    """Return the ratings, movies and provenance (release, checksum, code) of the release in ``data_dir``
+    (downloaded into it when missing), for ``evaluate`` and ``tune``."""
+    from batch.job import code_version, dataset_checksum, resolve_data_dir
+
+    directory = resolve_data_dir(data_dir, release=release)
+    ratings, movies = load_dir(directory, release.fmt)
+    return ratings, movies, {"dataset": release.name, "dataset_sha256": dataset_checksum(directory, release),
+                             "code_version": code_version()}
 
 
 def _day(ts: int) -> str:

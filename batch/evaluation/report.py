@@ -182,3 +182,17 @@ def write_report(doc: dict, directory: Path | str, k: int = 10, command: str = "
     md = directory / "evaluation.md"
     md.write_text(markdown(doc, k, {n: makers[n][1] for n in doc["protocols"]}, command))
     return [md, *written]
+
+
+def save(doc: dict, k: int = 10, json_path: Path | None = None, report_dir: Path | None = None) -> list[str]:
+    """Write ``doc`` as JSON to ``json_path`` and as a page with its plots into ``report_dir`` (each if
+    given); return one line per output naming what was written."""
+    lines = []
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(doc, indent=1) + "\n")
+        lines.append(f"json: {json_path}")
+    if report_dir:
+        paths = write_report(doc, report_dir, k, doc.get("command", ""))
+        lines.append(f"report: {', '.join(map(str, paths))}")
+    return lines

@@ -25,7 +25,7 @@ from batch.evaluation.protocol import PROTOCOLS, Phase
 from batch.evaluation.rows import GRIDS, SMALL_GRIDS, TUNED_ROWS, original
 from batch.evaluation.scoring import Scores, paired_difference, score
 from batch.movielens import Movies, Ratings
-from batch.params import Params
+from batch.params import Params, tuned_document
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,28 @@ def assemble(previous: dict, sections: dict, provenance: dict, space: SearchSpac
                                      for st in space.stages]},
         "trials": merged("trials"),
     }
+
+
+def tune_file(ratings: Ratings, movies: Movies, output: Path, protocols: tuple[str, ...] = PROTOCOLS, *,
+              quick: bool = False, seed: int = 42, provenance: dict | None = None) -> list[str]:
+    """Tune (from ``output``'s parameters, if it exists), write the tuned file to ``output``; return
+    the summary: each choice with its validation score, the defaults it changed, the trials."""
+    started = time.perf_counter()
+    previous = tuned_document(output) if output.exists() else {}
+    base = Params.from_dict(previous["params"]) if "params" in previous else Params()
+    space = SMALL if quick else SearchSpace()
+    sections = tune(ratings, movies, base, space, protocols, seed)
+    doc = assemble(previous, sections, provenance or {}, space, seed)
+    path = write_tuned(doc, output)
+    lines = [f"{protocol} {key}: {json.dumps(chosen['settings'])}, validation {chosen['validation']}"
+             for protocol, section in sections["baselines"].items() for key, chosen in section.items()]
+    lines += [f"{protocol} validation: {json.dumps(value)}" for protocol, value in
+              sections["validation"].items()]
+    defaults = Params().to_dict()
+    changed = {k: v for k, v in doc["params"].items() if defaults[k] != v}
+    trials = sum(map(len, sections["trials"].values()))
+    return [*lines, f"default pipeline (changes from the built-in defaults): {json.dumps(changed)}",
+            f"{trials} trials in {time.perf_counter() - started:.0f}s; written to {path}"]
 
 
 def dumps(doc: dict) -> str:

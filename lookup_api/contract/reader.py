@@ -26,6 +26,7 @@ from lookup_api.contract.meta import RunMeta
 MISSING, EMPTY, UNAVAILABLE_REASON, NO_CURRENT = "missing", "empty", "unavailable", "no-current"
 REASONS = (MISSING, EMPTY, UNAVAILABLE_REASON, NO_CURRENT)
 MAX_EXCLUDE = 100  # ids one request may exclude
+DEFAULT_N = 10  # items served without n
 EMPTY_SET: frozenset[int] = frozenset()
 
 
@@ -193,6 +194,16 @@ class RunReader:
         return None if raw is None else decode_items(raw, self.catalog(run_id))
 
 
+def parse_n(raw: str | None, max_n: int) -> int:
+    """Parse ``n=`` (ValueError says why it is refused): unset, :data:`DEFAULT_N` but at most ``max_n``
+    (the published list length); else an integer from 1 to ``max_n``."""
+    if raw is None:
+        return min(DEFAULT_N, max_n)
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= max_n:
+        raise ValueError(f"n must be an integer from 1 to {max_n}, got {raw[:40]!r}")
+    return int(raw)
+
+
 _IDS = re.compile(r"[0-9]{1,10}(?:,[0-9]{1,10})*")  # what a valid exclude= looks like (ASCII digits)
 
 
@@ -221,5 +232,5 @@ def hidden_entry(reason: str | None, at: float | None = None) -> str:
     return json.dumps({"reason": reason or "", "at": round(at if at is not None else time.time(), 3)})
 
 
-__all__ = ["EMPTY", "MAX_EXCLUDE", "MISSING", "NO_CURRENT", "REASONS", "UNAVAILABLE_REASON", "RunReader",
-           "Served", "filtered", "hidden_entry", "parse_exclude", "pick"]
+__all__ = ["DEFAULT_N", "EMPTY", "MAX_EXCLUDE", "MISSING", "NO_CURRENT", "REASONS", "UNAVAILABLE_REASON",
+           "RunReader", "Served", "filtered", "hidden_entry", "parse_exclude", "parse_n", "pick"]
