@@ -33,7 +33,7 @@ from batch.params import SIMILAR_N, SIMILAR_SHRINK, SIMILAR_WEIGHTS, SPARE_ITEMS
 from batch.store import RunStore
 from lookup_api.contract.items import encode_catalog, encode_lists, encode_one, item_heads
 from lookup_api.contract.keys import Keys, new_run_id
-from lookup_api.contract.meta import RunMeta
+from lookup_api.contract.meta import F, RunMeta
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +174,8 @@ def popular_list(models, heads: list[str], n: int, hidden: np.ndarray) -> tuple[
 
 def extras_meta(extras: Extras, params: Params, hidden: np.ndarray) -> dict:
     """Return the meta fields that describe a run's extra lists and what it left out."""
-    return {"stored_n": params.top_n + SPARE_ITEMS, "genres": extras.genres,
-            "similar_movies": extras.similar_movies, "hidden_at_publish": int(hidden.sum())}
+    return {F.stored_n: params.top_n + SPARE_ITEMS, F.genres: extras.genres,
+            F.similar_movies: extras.similar_movies, F.hidden_at_publish: int(hidden.sum())}
 
 
 def run_extras(keys: Keys, run_id: str, data: Interactions, movies: Movies, models, params: Params,
