@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -338,6 +339,9 @@ def recsys_api(env: dict[str, str], *args: str, workers: int = 2, cwd: Path = RO
     proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     api = Api(proc, f"http://127.0.0.1:{port}")
+    lines: list[str] = []  # read all along: a full pipe would block the server's logging, then its requests
+    drain = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    drain.start()
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -347,10 +351,14 @@ def recsys_api(env: dict[str, str], *args: str, workers: int = 2, cwd: Path = RO
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     proc.kill()
-                    raise RuntimeError(f"recsys-api did not start: {proc.communicate()[1][-2000:]}") from None
+                    proc.wait(30)
+                    drain.join(10)
+                    raise RuntimeError(f"recsys-api did not start: {''.join(lines)[-2000:]}") from None
                 time.sleep(0.1)
         yield api
     finally:
         if proc.poll() is None:
             proc.terminate()
-        api.stderr = proc.communicate(timeout=30)[1]
+        proc.wait(30)
+        drain.join(10)
+        api.stderr = "".join(lines)
