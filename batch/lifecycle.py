@@ -104,9 +104,11 @@ def prepare(store: RunStore, users: int, payload: float | None, fixed: int = 0, 
                          "delete the live run's lists. Set maxmemory-policy noeviction, or pass "
                          "--allow-eviction (a user whose list was evicted then gets the popular list)")
     history, live = {r for r, _ in store.runs()}, store.current()
-    for run_id in store.pending():
-        if run_id not in history and run_id != live:
-            log.info("deleted the pending run %s of a dead run (%s keys)", run_id, store.delete_run(run_id))
+    dead = [run_id for run_id in store.pending() if run_id not in history and run_id != live]
+    for run_id in dead:
+        log.info("deleted the pending run %s of a dead run (%s keys)", run_id, store.delete_run(run_id))
+    if dead:  # what they held is free now: measure again
+        nodes = store.memory()
     costs = store.key_costs(live) if live else None
     if payload is None and costs is None:
         return log.info("memory: no live run to estimate this run's size from; not checked")
