@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from lookup_api import where
 from lookup_api.contract.connection import connect
 from lookup_api.contract.keys import DEFAULT_PREFIX, MAX_ID, Keys
+from lookup_api.fastpath import FastPath
 from lookup_api.metrics import init_metrics
 from lookup_api.service import Lookup
 from lookup_api.views import bp
@@ -30,6 +31,7 @@ DEFAULTS = {
     "MAX_RUN_AGE": 0,  # seconds; > 0: /readyz is 503 while the live run is older (RECSYS_MAX_RUN_AGE)
     "MAX_USER_ID": MAX_ID,  # the batch refuses larger ids at load, `show` too
     "METRICS": True,  # RECSYS_METRICS=false: no /metrics, no request hooks
+    "FAST_PATH": True,  # RECSYS_FAST_PATH=false: the list routes through Flask too (lookup_api.fastpath)
 }
 
 
@@ -71,6 +73,8 @@ def create_app(config: dict | None = None) -> Flask:
                  where.describe(redis_url=app.config["REDIS_URL"], embedded=app.config["EMBEDDED_DIR"]))
     app.register_blueprint(bp)
     init_metrics(app)  # /metrics, request metrics, the live run's age
+    if app.config["FAST_PATH"]:  # outermost: the plain list requests never reach Flask
+        app.wsgi_app = FastPath(app, app.wsgi_app)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

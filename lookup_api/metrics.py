@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 UNMATCHED = "<unmatched>"
 STARTED = "recsys.started"  # the WSGI environ key of the request's perf_counter() start
+RECORD = "recsys.record"  # app.extensions key of the function that counts one answered request
 
 
 def error_kind(exc: BaseException) -> str:
@@ -158,6 +159,26 @@ def init_metrics(app: Flask) -> None:
     scrape.register(LiveRunCollector(lookup.client, lookup.keys, lookup.max_age, lookup.breaker))
     children: dict[tuple, tuple] = {}  # (route, status, source) -> (counter child, histogram child)
 
+    def record(route: str | None, status: int, answer, started: float | None) -> None:
+        """Count one answered request: ``route`` (the URL rule, None: unmatched), ``answer`` (a list
+        route's Result, else None), ``started`` (its perf_counter() start, None: unknown)."""
+        source = "" if answer is None else "stale" if answer.stale else answer.source
+        key = (UNMATCHED if route is None else route, status, source)
+        pair = children.get(key)
+        if pair is None:
+            pair = children[key] = (requests.labels(key[0], str(status), source), latency.labels(key[0]))
+        pair[0].inc()
+        if started is not None:
+            pair[1].observe(time.perf_counter() - started)
+        if answer is not None:
+            if answer.reason:
+                fallbacks.labels(answer.reason).inc()
+            if answer.hidden:
+                dropped_hidden.inc(answer.hidden)
+            if answer.excluded:
+                dropped_excluded.inc(answer.excluded)
+
+    app.extensions[RECORD] = record  # the fast path counts its answers by it too
     wsgi_app = app.wsgi_app
 
     def timed(environ, start_response):
@@ -169,24 +190,9 @@ def init_metrics(app: Flask) -> None:
 
     @app.after_request
     def _record(response: Response) -> Response:
-        environ = request.environ
-        started, answer = environ.get(STARTED), environ.get(ANSWER)  # answer: a list route's Result
-        rule = request.url_rule
-        source = "" if answer is None else "stale" if answer.stale else answer.source
-        key = (UNMATCHED if rule is None else rule.rule, response.status_code, source)
-        pair = children.get(key)
-        if pair is None:
-            pair = children[key] = (requests.labels(key[0], str(key[1]), source), latency.labels(key[0]))
-        pair[0].inc()
-        if started is not None:
-            pair[1].observe(time.perf_counter() - started)
-        if answer is not None:
-            if answer.reason:
-                fallbacks.labels(answer.reason).inc()
-            if answer.hidden:
-                dropped_hidden.inc(answer.hidden)
-            if answer.excluded:
-                dropped_excluded.inc(answer.excluded)
+        environ, rule = request.environ, request.url_rule
+        record(None if rule is None else rule.rule, response.status_code, environ.get(ANSWER),
+               environ.get(STARTED))
         return response
 
     @app.get("/metrics")

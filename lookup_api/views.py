@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import redis
@@ -16,59 +18,101 @@ bp = Blueprint("lookup", __name__)
 
 OPENAPI = Path(__file__).with_name("openapi.json")
 ANSWER = "recsys.answer"  # the WSGI environ key of a list route's Result (read by lookup_api.metrics)
+FAILED = "recsys.failed"  # the WSGI environ key of what a list route raised on the fast path
+JSON = "application/json"
+# the list routes' endpoints (the blueprint's names)
+RECOMMENDATIONS, POPULAR_ROUTE, SIMILAR_ROUTE = "recommendations", "popular", "similar"
+LIST_ROUTES = (RECOMMENDATIONS, POPULAR_ROUTE, SIMILAR_ROUTE)
 
 
 def _lookup() -> Lookup:
     return current_app.extensions["lookup"]
 
 
-def _parse_user_id(raw: str, what: str = "user_id") -> int:
+def _id(raw: str, what: str, max_id: int) -> int:
     if not raw.isascii() or not raw.isdigit():
         raise BadRequest(f"{what} must be a positive integer, got {raw[:40]!r}")
     value = int(raw)
-    if not 1 <= value <= current_app.config["MAX_USER_ID"]:
-        raise BadRequest(f"{what} must be between 1 and {current_app.config['MAX_USER_ID']}")
+    if not 1 <= value <= max_id:
+        raise BadRequest(f"{what} must be between 1 and {max_id}")
     return value
 
 
-def _once(name: str) -> str | None:
-    given = request.args.getlist(name)
+def _once(getlist: Callable[[str], Sequence[str]], name: str) -> str | None:
+    given = getlist(name)
     if len(given) > 1:
         raise BadRequest(f"{name} is given {len(given)} times; give it once")
     return given[0] if given else None
 
 
-def _parse_exclude() -> frozenset[int]:
-    raw = _once("exclude")
-    if raw is not None and len(raw) > MAX_EXCLUDE * 11:
-        raise BadRequest(f"exclude is {len(raw)} characters long; at most {MAX_EXCLUDE} ids")
+def _n_exclude(lookup: Lookup, getlist, max_id: int) -> tuple[int, frozenset[int]]:
     try:
-        return parse_exclude(raw, MAX_EXCLUDE, current_app.config["MAX_USER_ID"])
+        n = parse_n(_once(getlist, "n"), lookup.max_n())
+        raw = _once(getlist, "exclude")
+        if raw is not None and len(raw) > MAX_EXCLUDE * 11:
+            raise ValueError(f"exclude is {len(raw)} characters long; at most {MAX_EXCLUDE} ids")
+        return n, parse_exclude(raw, MAX_EXCLUDE, max_id)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
 
 
-def _parse_n(max_n: int) -> int:
-    raw = _once("n")
-    try:
-        return parse_n(raw, max_n)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
+def answer(lookup: Lookup, endpoint: str, target: str | None, getlist, max_id: int) -> Result:
+    """Answer one list route (the rule both the Flask views and :mod:`lookup_api.fastpath` serve by).
+
+    ``endpoint``: :data:`RECOMMENDATIONS`, :data:`POPULAR_ROUTE` or :data:`SIMILAR_ROUTE`;
+    ``target``: the path's id (None for the popular list); ``getlist(name)``: the query's values of
+    ``name``.  Raises BadRequest (400), NoLiveRun (503), UnknownMovie (404), StoreUnavailable or a
+    Redis error (503), which the blueprint's handlers turn into JSON.
+    """
+    if endpoint == RECOMMENDATIONS:
+        uid = _id(target, "user_id", max_id)
+        n, exclude = _n_exclude(lookup, getlist, max_id)
+        return lookup.recommendations(uid, n, exclude)
+    if endpoint == SIMILAR_ROUTE:
+        mid = _id(target, "movie_id", max_id)
+        n, exclude = _n_exclude(lookup, getlist, max_id)
+        return lookup.similar(mid, n, exclude)
+    n, exclude = _n_exclude(lookup, getlist, max_id)
+    genre = _once(getlist, "genre")
+    if genre is not None:
+        valid = lookup.genres()
+        if genre not in valid:
+            match = [v for v in valid if v.lower() == genre.lower()]
+            if not match:
+                raise BadRequest(f"unknown genre {genre[:40]!r}; valid genres: {', '.join(valid) or 'none'}")
+            genre = match[0]
+    return lookup.popular(n, exclude, genre)
 
 
-def _respond(result: Result) -> Response:
-    request.environ[ANSWER] = result  # what the request metrics label and count
-    head = {"user_id": result.user_id, **(result.head or {}), "source": result.source,
-            "run_id": result.run_id, "generated_at": result.generated_at}
-    if result.user_id is None:
-        del head["user_id"]
-    if result.stale:
-        head["stale"] = True
-    if result.reason:
-        head["reason"] = result.reason
-    # splice the stored, already-serialised items into the envelope: no parse, no re-encode
-    body = json.dumps(head, separators=(",", ":")).encode()[:-1] + b',"items":' + result.items_json + b"}"
-    return Response(body, mimetype="application/json")
+def body(result: Result) -> bytes:
+    """Return a list route's JSON: the envelope, with the stored, already-serialised items spliced
+    in (no parse, no re-encode)."""
+    head = tuple(result.head.items()) if result.head else ()
+    fields = _fields(head, result.source, result.run_id, result.generated_at, result.stale, result.reason)
+    start = b"{" if result.user_id is None else b'{"user_id":%d,' % result.user_id
+    return start + fields + b',"items":' + result.items_json + b"}"
+
+
+@lru_cache(maxsize=8192)
+def _fields(head: tuple, source: str, run_id: str, generated_at: str | None, stale: bool,
+            reason: str | None) -> bytes:
+    """Return the envelope's fields after ``user_id`` as JSON without braces (few distinct: cached)."""
+    doc = {**dict(head), "source": source, "run_id": run_id, "generated_at": generated_at}
+    if stale:
+        doc["stale"] = True
+    if reason:
+        doc["reason"] = reason
+    return json.dumps(doc, separators=(",", ":")).encode()[1:-1]
+
+
+def _respond(endpoint: str, target: str | None = None) -> Response:
+    environ = request.environ
+    failed = environ.get(FAILED)  # raised on the fast path already: answered here, not asked again
+    if failed is not None:
+        raise failed
+    result = answer(_lookup(), endpoint, target, request.args.getlist, current_app.config["MAX_USER_ID"])
+    environ[ANSWER] = result  # what the request metrics label and count
+    return Response(body(result), mimetype=JSON)
 
 
 def _error(status: int, message: str) -> tuple[Response, int]:
@@ -95,37 +139,22 @@ def unknown_movie(exc: UnknownMovie):
     return _error(404, f"movie {exc.args[0]} is unknown to the live run")
 
 
-@bp.get("/recommendations/<user_id>")
+@bp.get("/recommendations/<user_id>", endpoint=RECOMMENDATIONS)
 def recommendations(user_id: str):
     """Return the user's list (popular list for unknown users), without hidden or excluded titles."""
-    uid = _parse_user_id(user_id)
-    lookup = _lookup()
-    n = _parse_n(lookup.max_n())
-    return _respond(lookup.recommendations(uid, n, _parse_exclude()))
+    return _respond(RECOMMENDATIONS, user_id)
 
 
-@bp.get("/popular")
+@bp.get("/popular", endpoint=POPULAR_ROUTE)
 def popular():
     """Return the popular list, or with ``genre=`` that genre's."""
-    lookup = _lookup()
-    n, exclude, genre = _parse_n(lookup.max_n()), _parse_exclude(), _once("genre")
-    if genre is not None:
-        valid = lookup.genres()
-        if genre not in valid:
-            match = [v for v in valid if v.lower() == genre.lower()]
-            if not match:
-                raise BadRequest(f"unknown genre {genre[:40]!r}; valid genres: {', '.join(valid) or 'none'}")
-            genre = match[0]
-    return _respond(lookup.popular(n, exclude, genre))
+    return _respond(POPULAR_ROUTE)
 
 
-@bp.get("/similar/<movie_id>")
+@bp.get("/similar/<movie_id>", endpoint=SIMILAR_ROUTE)
 def similar(movie_id: str):
     """Return the movies most like ``movie_id`` ("more like this"), 404 for an unknown movie."""
-    mid = _parse_user_id(movie_id, "movie_id")
-    lookup = _lookup()
-    n = _parse_n(lookup.max_n())
-    return _respond(lookup.similar(mid, n, _parse_exclude()))
+    return _respond(SIMILAR_ROUTE, movie_id)
 
 
 @bp.get("/healthz")

@@ -177,7 +177,8 @@ def variants(suffix: str = "") -> dict[str, tuple[str, str | None, dict[str, str
     with ``suffix`` (filters) when given; all under the same server and config."""
     out = {"bare": (BARE, None, {}, ""),
            "api": (API, "/recommendations/", {}, ""),
-           "api, metrics off": (API, "/recommendations/", {"RECSYS_METRICS": "false"}, "")}
+           "api, metrics off": (API, "/recommendations/", {"RECSYS_METRICS": "false"}, ""),
+           "api, Flask path": (API, "/recommendations/", {"RECSYS_FAST_PATH": "false"}, "")}
     if suffix:
         out["api+filters"] = (API, "/recommendations/", {}, suffix)
     return out
@@ -230,11 +231,13 @@ def main() -> None:  # pragma: no cover - a benchmark, run by hand
     parser.add_argument("--prefix", default="recsys-bench")
     parser.add_argument("--filters", action="store_true",
                         help="also measure exclude= of 10 ids with 20 hidden titles (api+filters)")
+    parser.add_argument("--only", nargs="+", metavar="VARIANT", help="measure only these variants "
+                        "(bare is always measured: the ratios are to it)")
     args = parser.parse_args()
     env = {"REDIS_URL": args.redis_url, "RECSYS_PREFIX": args.prefix}
     suffix, hidden = filters(args.redis_url, args.prefix) if args.filters else ("", [])
     try:
-        names = list(variants(suffix))
+        names = ["bare", *[v for v in args.only if v != "bare"]] if args.only else list(variants(suffix))
         result = compare(env, names, args.seconds, args.rounds, args.connections, suffix=suffix,
                          warmup=args.warmup)
     finally:

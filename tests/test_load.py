@@ -1,7 +1,7 @@
 """Load test: the shipped server (``recsys-api``: gunicorn, 2 workers x 4 threads) on loopback + wrk
 at 32 connections, side by side with a bare Flask endpoint under the same server; zero errors.
 
-Marked ``load`` (and ``slow``): about 3 minutes in all; deselect with ``-m "not load"``.
+Marked ``load`` (and ``slow``): about 2 minutes in all; deselect with ``-m "not load"``.
 """
 
 from __future__ import annotations
@@ -11,24 +11,19 @@ import shutil
 
 import pytest
 
-from tests.loadtest import API, BARE, compare, describe, gunicorn, wrk
+from tests.loadtest import API, compare, describe, gunicorn, wrk
 
 pytestmark = [pytest.mark.slow, pytest.mark.load]
 
 
 P99_FACTOR = 10  # generous: the API's p99 within 10x a bare Flask endpoint's, measured in the same run
 FILTERS_OF_API = 0.85  # the filters' own cost: req/s with them over the same API's without, paired
-FILTERED_OF_BARE = 0.5  # generous floor; the issue's target is 0.85 (reported, see the test's docstring)
-
-
-@pytest.fixture(scope="module")
-def bare(wrk_installed) -> dict:
-    """wrk against a bare Flask endpoint (constant JSON), same server and settings: the reference."""
-    with gunicorn(BARE, {}) as url:
-        result = wrk(url + "/constant", seconds=15, connections=32)
-    print(f"\nbare endpoint: {result['rps']:.0f} req/s, p99 {result['p99_ms']} ms")
-    assert result["non_2xx"] == 0 and result["socket_errors"] == 0
-    return result
+# A generous floor against the bare endpoint (the issue's target is 0.85, reported): the fast path
+# measures about 1.0 on ML-1M; the list routes through Flask measured 0.58 there (0.67 with filters).
+FILTERED_OF_BARE = 0.75
+# ... and the server's CPU per filtered request at most 1.2x the bare endpoint's, paired by round (less
+# noisy than req/s on a shared machine): the fast path measures about 0.9, the Flask path 1.35.
+CPU_OF_BARE = 1.2
 
 
 @pytest.fixture(scope="module")
@@ -39,58 +34,58 @@ def wrk_installed():
         pytest.skip("wrk (Debian package 'wrk') is not installed")
 
 
-def test_lookup_under_load_has_zero_errors(bare, publish_small, redis_url, prefix):
-    run_id = publish_small()
-    env = {"REDIS_URL": redis_url, "RECSYS_PREFIX": prefix}
-    with gunicorn(API, env) as url:
-        result = wrk(url, seconds=30, connections=32, path="/recommendations/", max_known=300)
-    print(f"\n/recommendations under load (run {run_id}): {result['requests']} requests, "
-          f"{result['rps']:.0f} req/s, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
-          f"non-2xx {result['non_2xx']}, socket errors {result['socket_errors']}; "
-          f"bare p99 {bare['p99_ms']} ms")
-    assert result["requests"] > 1000
-    assert result["non_2xx"] == 0 and result["socket_errors"] == 0
-    assert result["p99_ms"] <= P99_FACTOR * bare["p99_ms"], (result["p99_ms"], bare["p99_ms"])
+@pytest.fixture(scope="module")
+def bare_p99() -> dict:
+    """The bare endpoint's p99 measured by the first test (the publish test's reference)."""
+    return {}
 
 
-def test_filters_keep_the_lookup_fast(wrk_installed, publish_small, redis_url, prefix):
-    """exclude= of 10 ids and 20 hidden titles on every request cost at most 15% of the API's req/s.
+def test_lookup_and_filters_under_load(wrk_installed, bare_p99, publish_small, redis_url, prefix):
+    """Zero errors; exclude= of 10 ids and 20 hidden titles cost at most 15% of the API's req/s.
 
     The issue's measure: ``recsys-api`` with 2 workers and wrk at 32 connections, side by side with
     the bare endpoint under the same server, rounds alternated (bare, API, API with filters), each
     after a warm-up; ratios are medians over rounds of each round's pair.  The issue's absolute
     target (>= 0.85x bare, p99 <= 25 ms) is reported here and by ``python -m tests.loadtest
     --filters`` (ML-1M); on a shared 2-core machine it is not a pass/fail claim: the filters' own
-    cost is, with a generous floor against the bare endpoint.
+    cost is, with a floor against the bare endpoint that the Flask path would not reach.
     """
     import statistics
 
     from tests.loadtest import filters, unhide
 
-    publish_small()
+    run_id = publish_small()
     env = {"REDIS_URL": redis_url, "RECSYS_PREFIX": prefix}
     suffix, hidden = filters(redis_url, prefix)
     try:
-        result = compare(env, ["bare", "api", "api+filters"], seconds=6, rounds=3, max_known=300,
+        result = compare(env, ["bare", "api", "api+filters"], seconds=8, rounds=3, max_known=300,
                          suffix=suffix, warmup=2, log=lambda line: print(f"\n{line}", end=""))
     finally:
         unhide(redis_url, prefix, hidden)
     bare, plain, filtered = result["bare"], result["api"], result["api+filters"]
+    bare_p99["ms"] = bare["p99_ms"]
     pairs = zip(filtered["runs"], plain["runs"], strict=True)
     of_api = statistics.median(f["rps"] / p["rps"] for f, p in pairs)
-    print(f"\nmedians: bare {bare['rps']:.0f} req/s, p99 {bare['p99_ms']:.1f} ms; API {plain['rps']:.0f} "
-          f"({plain['of_bare']:.2f} of bare), p99 {plain['p99_ms']:.1f} ms; API with {len(hidden)} hidden "
-          f"titles and exclude= of 10: {filtered['rps']:.0f} ({filtered['of_bare']:.2f} of bare, "
-          f"{of_api:.2f} of the API without filters), p99 {filtered['p99_ms']:.1f} ms; server CPU "
-          f"per request {bare['server_us']:.0f} / {plain['server_us']:.0f} / {filtered['server_us']:.0f} us")
+    cpu = statistics.median(f["server_us"] / b["server_us"] for f, b in zip(filtered["runs"], bare["runs"],
+                                                                             strict=True))
+    print(f"\nrun {run_id}, medians: bare {bare['rps']:.0f} req/s, p99 {bare['p99_ms']:.1f} ms; API "
+          f"{plain['rps']:.0f} ({plain['of_bare']:.2f} of bare), p99 {plain['p99_ms']:.1f} ms; API with "
+          f"{len(hidden)} hidden titles and exclude= of 10: {filtered['rps']:.0f} ({filtered['of_bare']:.2f} "
+          f"of bare, {of_api:.2f} of the API without filters), p99 {filtered['p99_ms']:.1f} ms; server "
+          f"CPU per request {bare['server_us']:.0f} / {plain['server_us']:.0f} / "
+          f"{filtered['server_us']:.0f} us (filtered {cpu:.2f}x bare)")
+    assert all(r["requests"] > 1000 for r in (*plain["runs"], *filtered["runs"]))
     assert bare["errors"] == plain["errors"] == filtered["errors"] == 0
     assert of_api >= FILTERS_OF_API, [describe(r) for r in (*plain["runs"], *filtered["runs"])]
     assert filtered["of_bare"] >= FILTERED_OF_BARE, [describe(r) for r in (*bare["runs"], *filtered["runs"])]
-    assert filtered["p99_ms"] <= P99_FACTOR * bare["p99_ms"], (filtered["p99_ms"], bare["p99_ms"])
+    assert cpu <= CPU_OF_BARE, [describe(r) for r in (*bare["runs"], *filtered["runs"])]
+    for variant in (plain, filtered):
+        assert variant["p99_ms"] <= P99_FACTOR * bare["p99_ms"], (variant["p99_ms"], bare["p99_ms"])
 
 
-def test_publish_under_load_never_mixes_runs(bare, publish_small, client, redis_url, prefix):
-    """wrk at 64 connections for 60 s; a new run is published mid-test; a checker verifies bodies."""
+def test_publish_under_load_never_mixes_runs(wrk_installed, bare_p99, publish_small, client, redis_url,
+                                             prefix):
+    """wrk at 64 connections for 40 s; a new run is published mid-test; a checker verifies bodies."""
     import http.client
     import json
     import random
@@ -127,9 +122,9 @@ def test_publish_under_load_never_mixes_runs(bare, publish_small, client, redis_
         thread.start()
         result: dict = {}
         load = threading.Thread(target=lambda: result.update(
-            wrk(url, seconds=60, connections=64, path="/recommendations/", max_known=300)))
+            wrk(url, seconds=40, connections=64, path="/recommendations/", max_known=300)))
         load.start()
-        time.sleep(20)
+        time.sleep(15)
         second = publish_small(seed=2)  # different seed: different lists, so a mix would show
         load.join(120)
         stop.set()
@@ -153,4 +148,5 @@ def test_publish_under_load_never_mixes_runs(bare, publish_small, client, redis_
           f"({sum(r == second for r, *_ in seen)} from the new run), errors {len(errors)}")
     assert result["non_2xx"] == 0 and result["socket_errors"] == 0 and not errors
     # a batch publish shares the 2 cores during this test: twice the steady-state allowance
-    assert result["p99_ms"] <= 2 * P99_FACTOR * bare["p99_ms"], (result["p99_ms"], bare["p99_ms"])
+    reference = bare_p99.get("ms") or 25.0  # measured by the first test; alone, the issue's target
+    assert result["p99_ms"] <= 2 * P99_FACTOR * reference, (result["p99_ms"], reference)
