@@ -1,4 +1,8 @@
-"""HTTP routes: validate input, ask :class:`~lookup_api.service.Lookup`, serialise JSON."""
+"""HTTP routes: validate input, ask :class:`~lookup_api.service.Lookup`, serialise JSON.
+
+:func:`answer` (the list routes' rule) and :func:`body` (their bytes) are shared with
+:mod:`lookup_api.fastpath`, which serves the plain list requests without Flask's request context.
+"""
 
 from __future__ import annotations
 
