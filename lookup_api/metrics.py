@@ -182,8 +182,10 @@ def init_metrics(app: Flask) -> None:
     wsgi_app = app.wsgi_app
 
     def timed(environ, start_response):
-        """Stamp the request's start (cheaper than a Flask before_request hook)."""
-        environ[STARTED] = time.perf_counter()
+        """Stamp the request's start (cheaper than a Flask before_request hook), unless the fast path
+        stamped it before handing the request on."""
+        if STARTED not in environ:
+            environ[STARTED] = time.perf_counter()
         return wsgi_app(environ, start_response)
 
     app.wsgi_app = timed

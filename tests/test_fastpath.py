@@ -127,3 +127,25 @@ def test_the_fast_path_counts_in_the_metrics_as_flask_does(pair):
     got = counted(fast)
     assert got == counted(flask)
     assert 'route="/similar/<movie_id>",source="similar",status="200"} 1.0' in got
+
+
+def test_a_request_handed_to_flask_is_timed_from_its_start_on_the_fast_path(pair):
+    """An error raised after a slow Redis call on the fast path: the latency counts that call too."""
+    import time
+
+    from lookup_api.service import UnknownMovie
+
+    fast, _, _ = pair
+    lookup = fast.extensions["lookup"]
+
+    def slow_unknown(movie_id, n, exclude):
+        time.sleep(0.3)  # as a Redis call that took its time, then failed
+        raise UnknownMovie(movie_id)
+
+    lookup.similar = slow_unknown
+    http = fast.test_client()
+    assert http.get("/similar/1?n=2").status_code == 404
+    text = http.get("/metrics").get_data(as_text=True)
+    total = next(float(line.split()[-1]) for line in text.splitlines()
+                 if line.startswith('recsys_api_request_duration_seconds_sum{route="/similar/<movie_id>"}'))
+    assert total >= 0.3
