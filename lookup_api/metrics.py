@@ -2,7 +2,8 @@
 
 Every series and label is listed in docs/observability.md.  ``init_metrics(app)`` stamps each
 request's start in the WSGI environ, adds one ``after_request`` hook and no Redis call on the
-lookup path; the live run's id and age (and ``RECSYS_MAX_RUN_AGE``, whose check is
+lookup path; its counting function (``app.extensions[RECORD]``) also counts the fast path's
+answers.  The live run's id and age (and ``RECSYS_MAX_RUN_AGE``, whose check is
 :meth:`~lookup_api.service.Lookup.ready`'s) are read at scrape time, except while the lookup's
 circuit breaker keeps requests off Redis.  Under gunicorn the workers share the counters through
 prometheus_client's multiprocess mode (``lookup_api/gunicorn_conf.py`` sets

@@ -126,12 +126,15 @@ def first_items(raw: bytes, n: int) -> bytes:
     return raw[: pos + 1] + b"]"
 
 
-def _full_cut(raw: bytes, n: int, drop: Collection[int] = ()) -> bytes:
+def _full_cut(raw: bytes, n: int) -> bytes:
+    return json.dumps(_full_items(raw)[:n], separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _full_items(raw: bytes) -> list[dict]:
+    """Parse a list in the older full-object form (or another, with a warning)."""
     if not raw.startswith(_FULL):
         log.warning("stored list is not in a compact item format; parsing it")
-    items = json.loads(raw)
-    kept = [it for it in items if it["movie_id"] not in drop][:n]
-    return json.dumps(kept, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.loads(raw)
 
 
 def filtered(raw: bytes, n: int, heads: Mapping[int, bytes], hidden: Collection[int] = (),
@@ -147,7 +150,7 @@ def filtered(raw: bytes, n: int, heads: Mapping[int, bytes], hidden: Collection[
         return b"[]", 0, 0
     if not raw.startswith(_START):  # the older full-object form: parsed (slower, never wrong)
         kept, n_hidden, n_excluded = [], 0, 0
-        for item in json.loads(raw):
+        for item in _full_items(raw):
             movie_id = item["movie_id"]
             if movie_id in hidden:
                 n_hidden += 1
