@@ -111,13 +111,20 @@ os._exit(1)
 """
 
 
-def test_a_run_that_died_on_a_full_redis_is_cleaned_by_the_next_one(full_redis):
-    """A run dies holding the lock, its pending run filling Redis to the brim: the next run starts at once."""
+@pytest.mark.parametrize("room", ["none", "64 KB"])
+def test_a_run_that_died_on_a_full_redis_is_cleaned_by_the_next_one(full_redis, room):
+    """A run dies holding the lock, its pending run filling Redis to the brim: the next run starts at once.
+
+    With no room at all, taking the lock over is refused and the store deletes the dead run first;
+    with 64 KB, the lock is taken and the memory check deletes it, then must measure again.
+    """
     server, base = full_redis
     client = server.client()
     live, dead = client.get(KEYS.current), "20200101T000000Z-dead"
     subprocess.run([sys.executable, "-c", DIES_HOLDING_THE_LOCK, server.url, dead], check=True, timeout=60)
     assert client.exists(KEYS.lock) and client.exists(KEYS.user(dead, 1))
+    used = client.info("memory")["used_memory"]  # the limit, set just below or above it:
+    client.config_set("maxmemory", used - 2**16 if room == "none" else used + 2**16)
     again = invoke(*base, "run", *SMALL)
     assert again.exit_code == 0, again.output
     assert client.get(KEYS.current) != live and not client.exists(KEYS.user(dead, 1))
